@@ -1,0 +1,43 @@
+# ADE20K (SceneParsing, 150 classes) at the InternVL crop of 504, 2 images per GPU.
+# Put the data set at data/ade/ADEChallengeData2016 (images/ and annotations/ inside), or
+# point data_root elsewhere with --cfg-options.
+dataset_type = 'CheckedADE20KDataset'  # mmseg's ADE20KDataset + early checks
+data_root = 'data/ade/ADEChallengeData2016'
+crop_size = (504, 504)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='CheckSegMapSize'),
+    dict(type='RandomResize', scale=(2016, 504), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(2016, 504), keep_ratio=True),
+    # labels are loaded after the resize: metrics compare at the original resolution
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='CheckSegMapSize'),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(
+    batch_size=2,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(type=dataset_type, data_root=data_root,
+                 data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
+                 pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type=dataset_type, data_root=data_root,
+                 data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
+                 pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+test_evaluator = val_evaluator

@@ -1,0 +1,11 @@
+default_scope = 'mmseg'
+custom_imports = dict(imports=['internvit_dense.models', 'internvit_dense.engine', 'internvit_dense.datasets'],
+                      allow_failed_imports=False)
+env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+               dist_cfg=dict(backend='nccl'))
+vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
+visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer', alpha=0.5)
+log_processor = dict(by_epoch=False)
+log_level = 'INFO'
+load_from = None
+resume = False

@@ -1,0 +1,4 @@
+# Linear probing (InternVL paper: 47.2 mIoU): frozen InternViT-6B, BN + 1x1 conv on block 45 of 48.
+_base_ = ['../_base_/models/internvit_linear.py', '../_base_/datasets/ade20k_504.py',
+          '../_base_/default_runtime.py', '../_base_/schedules/schedule_80k.py']
+optim_wrapper = dict(optimizer=dict(weight_decay=0.0))

@@ -1,0 +1,3 @@
+from .ade20k import CheckedADE20KDataset, CheckSegMapSize
+
+__all__ = ['CheckedADE20KDataset', 'CheckSegMapSize']

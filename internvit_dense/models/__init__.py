@@ -1,0 +1,7 @@
+from .backbones import InternViT
+from .heads import BNLinearHead
+from .registry import register_all
+
+register_all()
+
+__all__ = ['InternViT', 'BNLinearHead']

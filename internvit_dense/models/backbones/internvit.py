@@ -1,0 +1,360 @@
+"""InternViT: the vision encoder of InternVL, as a dense-prediction backbone.
+
+One file, top to bottom: attention (with its kernel dispatch), block, model.
+Parameter names follow OpenGVLab's released ``.pth`` files (``blocks.N.attn.qkv``
+...), so those load without renaming; other formats are converted by
+:mod:`internvit_dense.checkpoint`.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmengine.model import BaseModule
+from timm.layers import DropPath, LayerScale, Mlp, PatchEmbed, RmsNormFp32, resample_abs_pos_embed, trunc_normal_
+
+try:  # optional GPU extra; its absence is the normal case on a CPU
+    from flash_attn import flash_attn_func
+except ImportError:  # pragma: no cover - depends on the machine
+    flash_attn_func = None
+
+ARCH_PRESETS: Dict[str, dict] = {
+    # InternViT-6B-224px (the segmentation / classification releases).
+    '6b': dict(embed_dims=3200, depth=48, num_heads=25, mlp_dims=12800, norm_type='rms_norm',
+               qk_normalization=True, qkv_bias=False, layer_norm_eps=1e-6, patch_size=14, pretrain_size=224),
+    # The 448px checkpoints (v1.0/v1.2/v1.5/v2.5) are used with their last 3 blocks dropped.
+    '6b-448': dict(embed_dims=3200, depth=45, num_heads=25, mlp_dims=12800, norm_type='rms_norm',
+                   qk_normalization=True, qkv_bias=False, layer_norm_eps=1e-6, patch_size=14, pretrain_size=448),
+    '300m': dict(embed_dims=1024, depth=24, num_heads=16, mlp_dims=4096, norm_type='layer_norm',
+                 qk_normalization=False, qkv_bias=True, layer_norm_eps=1e-6, patch_size=14, pretrain_size=448),
+}
+ARCH_KEYS = ('embed_dims', 'depth', 'num_heads', 'mlp_dims', 'norm_type', 'qk_normalization', 'qkv_bias',
+             'layer_norm_eps')
+ATTN_IMPLS = ('auto', 'flash', 'sdpa', 'eager')
+
+
+def make_norm(norm_type: str, dims: int, eps: float) -> nn.Module:
+    # RMSNorm is computed in fp32 as in the released model; bf16 statistics drift over 48 blocks.
+    if norm_type == 'rms_norm':
+        return RmsNormFp32(dims, eps=eps)
+    if norm_type == 'layer_norm':
+        return nn.LayerNorm(dims, eps=eps)
+    raise ValueError(f"norm_type must be 'rms_norm' or 'layer_norm', got {norm_type!r}")
+
+
+def flash_usable(x: torch.Tensor) -> bool:
+    return flash_attn_func is not None and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
+
+
+def select_attn_impl(requested: str, x: torch.Tensor) -> str:
+    """The kernel that will run for ``x``: ``auto`` picks flash-attn where it can run, else SDPA."""
+    if requested == 'auto':
+        return 'flash' if flash_usable(x) else 'sdpa'
+    if requested == 'flash' and not flash_usable(x):
+        reason = ('flash-attn is not installed (pip install internvit-dense[flash])' if flash_attn_func is None
+                  else f'flash-attn needs a CUDA tensor in fp16/bf16, got {x.device} {x.dtype}')
+        raise RuntimeError(f"attn_impl='flash' cannot run: {reason}; use attn_impl='auto' or 'sdpa'")
+    return requested
+
+
+def window_partition(x: torch.Tensor, hw: Tuple[int, int], window: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """(B, H*W, C) tokens -> (B*nW, window*window, C), padding the grid to whole windows."""
+    B, _, C = x.shape
+    H, W = hw
+    x = x.view(B, H, W, C)
+    pad_h, pad_w = (-H) % window, (-W) % window
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    Hp, Wp = H + pad_h, W + pad_w
+    x = x.view(B, Hp // window, window, Wp // window, window, C).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, window * window, C), (Hp, Wp)
+
+
+def window_unpartition(x: torch.Tensor, hw: Tuple[int, int], padded_hw: Tuple[int, int],
+                       window: int) -> torch.Tensor:
+    Hp, Wp = padded_hw
+    H, W = hw
+    C = x.shape[-1]
+    B = x.shape[0] // ((Hp // window) * (Wp // window))
+    x = x.view(B, Hp // window, Wp // window, window, window, C).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(B, Hp, Wp, C)[:, :H, :W].reshape(B, H * W, C)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with InternViT's qk-normalisation over all channels."""
+
+    def __init__(self, dims: int, num_heads: int, qkv_bias: bool = False, qk_normalization: bool = False,
+                 norm_type: str = 'rms_norm', norm_eps: float = 1e-6, attn_impl: str = 'auto'):
+        super().__init__()
+        if dims % num_heads:
+            raise ValueError(f'embed_dims {dims} is not divisible by num_heads {num_heads}')
+        if attn_impl not in ATTN_IMPLS:
+            raise ValueError(f'attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}')
+        self.num_heads = num_heads
+        self.head_dim = dims // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.attn_impl = attn_impl
+        # One fused GEMM for q, k and v.
+        self.qkv = nn.Linear(dims, dims * 3, bias=qkv_bias)
+        self.qk_normalization = qk_normalization
+        if qk_normalization:
+            self.q_norm = make_norm(norm_type, dims, norm_eps)
+            self.k_norm = make_norm(norm_type, dims, norm_eps)
+        self.proj = nn.Linear(dims, dims)
+
+    def forward(self, x: torch.Tensor, key_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``key_mask`` (B, N), True where a token may be attended to (padding is not)."""
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        if self.qk_normalization:
+            # Normalised before the head split: the statistics span all heads.
+            q, k = self.q_norm(q), self.k_norm(k)
+        impl = select_attn_impl(self.attn_impl, x)
+        if key_mask is not None and impl == 'flash':
+            impl = 'sdpa'  # flash_attn_func takes no mask; only padded windows get here
+        heads = (B, N, self.num_heads, self.head_dim)
+        if impl == 'flash':
+            out = flash_attn_func(q.reshape(heads), k.reshape(heads), v.reshape(heads), softmax_scale=self.scale)
+        else:
+            q, k, v = (t.reshape(heads).transpose(1, 2) for t in (q, k, v))
+            mask = None if key_mask is None else key_mask[:, None, None, :]
+            if impl == 'sdpa':
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+            else:
+                attn = (q * self.scale) @ k.transpose(-2, -1)
+                if mask is not None:
+                    attn = attn.masked_fill(~mask, float('-inf'))
+                out = attn.softmax(dim=-1) @ v
+            out = out.transpose(1, 2)
+        return self.proj(out.reshape(B, N, C))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with layer scale on both residual branches.
+
+    With ``window_size`` the patch tokens attend within windows (ViTDet), the grid
+    padded to whole windows and the padding masked out. The cls token joins every
+    window and takes the mean of its per-window outputs, so a window that covers
+    the whole grid is exactly global attention.
+    """
+
+    def __init__(self, dims: int, num_heads: int, mlp_dims: int, qkv_bias: bool, qk_normalization: bool,
+                 norm_type: str, layer_norm_eps: float, layer_scale_init: float = 0.1, drop_path: float = 0.0,
+                 attn_impl: str = 'auto', window_size: int = 0):
+        super().__init__()
+        self.window_size = window_size
+        self.norm1 = make_norm(norm_type, dims, layer_norm_eps)
+        self.attn = Attention(dims, num_heads, qkv_bias, qk_normalization, norm_type, layer_norm_eps, attn_impl)
+        self.ls1 = LayerScale(dims, init_values=layer_scale_init)
+        self.norm2 = make_norm(norm_type, dims, layer_norm_eps)
+        self.mlp = Mlp(dims, hidden_features=mlp_dims, act_layer=nn.GELU)
+        self.ls2 = LayerScale(dims, init_values=layer_scale_init)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def _attend(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        if not self.window_size:
+            return self.attn(x)
+        B, _, C = x.shape
+        w = self.window_size
+        windows, padded_hw = window_partition(x[:, 1:], hw, w)
+        n_win = windows.shape[0] // B
+        key_mask = None
+        if padded_hw != tuple(hw):
+            real = window_partition(x.new_ones(1, hw[0] * hw[1], 1), hw, w)[0][..., 0].bool()
+            key_mask = torch.cat([real.new_ones(n_win, 1), real], dim=1).repeat(B, 1)
+        cls_tok = x[:, :1].repeat_interleave(n_win, dim=0)
+        out = self.attn(torch.cat([cls_tok, windows], dim=1), key_mask)
+        cls_out = out[:, :1].reshape(B, n_win, 1, C).mean(dim=1)
+        return torch.cat([cls_out, window_unpartition(out[:, 1:], hw, padded_hw, w)], dim=1)
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        x = x + self.drop_path(self.ls1(self._attend(self.norm1(x), hw)))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+
+
+def resolve_arch(arch: Union[str, dict]) -> dict:
+    if isinstance(arch, str):
+        if arch not in ARCH_PRESETS:
+            raise KeyError(f'unknown InternViT arch {arch!r}; presets are {sorted(ARCH_PRESETS)} or a dict')
+        return dict(ARCH_PRESETS[arch])
+    arch = dict(arch)
+    missing = [k for k in ('embed_dims', 'depth', 'num_heads') if k not in arch]
+    if missing:
+        raise KeyError(f'custom InternViT arch lacks {missing}')
+    arch.setdefault('mlp_dims', arch['embed_dims'] * 4)
+    arch.setdefault('norm_type', 'rms_norm')
+    arch.setdefault('qk_normalization', True)
+    arch.setdefault('qkv_bias', False)
+    arch.setdefault('layer_norm_eps', 1e-6)
+    return arch
+
+
+class InternViT(BaseModule):
+    """InternViT-6B / 300M backbone.
+
+    Args:
+        arch: ``'6b'``, ``'6b-448'``, ``'300m'`` or a dict with ``embed_dims``, ``depth``,
+            ``num_heads`` and optionally ``mlp_dims``, ``norm_type``, ``qk_normalization``,
+            ``qkv_bias``, ``layer_norm_eps``, ``patch_size``, ``pretrain_size``.
+        img_size: the usual input size (crop); any other size works too.
+        patch_size / pretrain_size: default to the preset's; the position embedding is
+            held at the ``pretrain_size`` grid and interpolated to each input's grid.
+        out_indices: blocks whose outputs :meth:`forward` returns (negative counts from the end).
+        frozen: no gradients, no autograd graph, always in eval mode.
+        attn_impl: ``auto`` (flash-attn on CUDA fp16/bf16 when installed, else SDPA),
+            ``flash``, ``sdpa`` or ``eager``.
+        window_size / global_blocks: ViTDet-style window attention in every block except
+            ``global_blocks`` (0 disables windows).
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict] = '6b',
+                 img_size: int = 224,
+                 patch_size: Optional[int] = None,
+                 pretrain_size: Optional[int] = None,
+                 in_channels: int = 3,
+                 drop_path_rate: float = 0.0,
+                 layer_scale_init: float = 0.1,
+                 out_indices: Sequence[int] = (-1,),
+                 with_cp: bool = False,
+                 frozen: bool = False,
+                 attn_impl: str = 'auto',
+                 window_size: int = 0,
+                 global_blocks: Sequence[int] = (),
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch = resolve_arch(arch)
+        a = self.arch
+        self.embed_dims, self.depth, self.num_heads = a['embed_dims'], a['depth'], a['num_heads']
+        self.patch_size = patch_size or a.get('patch_size', 14)
+        self.pretrain_size = pretrain_size or a.get('pretrain_size', img_size)
+        self.img_size = img_size
+        self.with_cp = with_cp
+        self.out_indices = self._normalise_indices(out_indices)
+
+        self.patch_embed = PatchEmbed(img_size, self.patch_size, in_channels, self.embed_dims,
+                                      strict_img_size=False, dynamic_img_pad=False)
+        self.pretrain_grid = (self.pretrain_size // self.patch_size,) * 2
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + math.prod(self.pretrain_grid), self.embed_dims))
+
+        global_blocks = {i % self.depth for i in global_blocks}
+        dpr = [drop_path_rate * i / max(self.depth - 1, 1) for i in range(self.depth)]
+        self.blocks = nn.ModuleList([
+            Block(self.embed_dims, self.num_heads, a['mlp_dims'], a['qkv_bias'], a['qk_normalization'],
+                  a['norm_type'], a['layer_norm_eps'], layer_scale_init, dpr[i], attn_impl,
+                  window_size=0 if i in global_blocks else window_size)
+            for i in range(self.depth)
+        ])
+        self.frozen = frozen
+        if frozen:
+            self.requires_grad_(False)
+            self.eval()
+        if not self.pos_embed.is_meta:
+            self._random_init()
+
+    def _normalise_indices(self, indices: Sequence[int]) -> List[int]:
+        out = []
+        for i in indices:
+            if not -self.depth <= i < self.depth:
+                raise IndexError(f'out index {i} is outside the {self.depth} blocks of this InternViT')
+            out.append(i % self.depth)
+        return out
+
+    # ------------------------------------------------------------------ weights
+    def _random_init(self):
+        trunc_normal_(self.pos_embed, std=0.02)
+        trunc_normal_(self.cls_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def init_weights(self):
+        """Loads ``init_cfg=dict(type='Pretrained', checkpoint=...)`` in any supported format."""
+        if self.init_cfg and self.init_cfg.get('type') == 'Pretrained':
+            from internvit_dense.checkpoint import load_pretrained
+            load_pretrained(self, self.init_cfg['checkpoint'], prefix=self.init_cfg.get('prefix'))
+            self._is_init = True
+        else:
+            super().init_weights()
+
+    @classmethod
+    def from_pretrained(cls, path: str, **kwargs) -> 'InternViT':
+        """Builds the model a checkpoint describes and fills it without a random-init copy in memory."""
+        from internvit_dense.checkpoint import build_from_checkpoint
+        return build_from_checkpoint(path, **kwargs)
+
+    # ----------------------------------------------------------------- modes
+    def train(self, mode: bool = True):
+        return super().train(mode and not self.frozen)
+
+    # --------------------------------------------------------------- forward
+    def interpolate_pos_embed(self, grid: Tuple[int, int]) -> torch.Tensor:
+        if tuple(grid) == self.pretrain_grid:
+            return self.pos_embed
+        return resample_abs_pos_embed(self.pos_embed, list(grid), list(self.pretrain_grid),
+                                      num_prefix_tokens=1, interpolation='bicubic', antialias=False)
+
+    def prepare_tokens(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Images (B, 3, H, W) -> tokens (B, 1 + h*w, C) with position embedding, and the grid (h, w)."""
+        if x.ndim != 4:
+            raise ValueError(f'InternViT expects images of shape (B, C, H, W), got {tuple(x.shape)}')
+        grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        if min(grid) < 1:
+            raise ValueError(f'input {tuple(x.shape[-2:])} is smaller than one {self.patch_size}px patch')
+        x = self.patch_embed(x.to(self.patch_embed.proj.weight.dtype))
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+        return x + self.interpolate_pos_embed(grid).to(x.dtype), grid
+
+    def run_block(self, i: int, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+        blk = self.blocks[i]
+        if self.with_cp and self.training and x.requires_grad:
+            return cp.checkpoint(blk, x, grid, use_reentrant=False)
+        return blk(x, grid)
+
+    def _grad_context(self):
+        # A frozen backbone keeps no activations for backward: there is nothing to backpropagate into.
+        return torch.no_grad() if self.frozen else contextlib.nullcontext()
+
+    def _collect(self, x: torch.Tensor, indices: Sequence[int]) -> Tuple[List[torch.Tensor], Tuple[int, int]]:
+        wanted = set(indices)
+        outs = {}
+        with self._grad_context():
+            x, grid = self.prepare_tokens(x)
+            for i in range(max(wanted) + 1):
+                x = self.run_block(i, x, grid)
+                if i in wanted:
+                    outs[i] = x
+        return [outs[i] for i in indices], grid
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, 1 + h*w, C) of the last block, cls token first."""
+        return self._collect(x, [self.depth - 1])[0][0]
+
+    def get_intermediate_layers(self, x: torch.Tensor, n: Union[int, Sequence[int]] = 1, reshape: bool = False,
+                                return_class_token: bool = False) -> Tuple:
+        """Outputs of the last ``n`` blocks (or of the blocks listed in ``n``), DINOv2-style.
+
+        Each output is the patch tokens (B, h*w, C), or (B, C, h, w) with ``reshape``;
+        with ``return_class_token`` each is a pair (patch tokens, cls token (B, C)).
+        """
+        indices = list(range(self.depth - n, self.depth)) if isinstance(n, int) else self._normalise_indices(n)
+        feats, (h, w) = self._collect(x, indices)
+        outputs = []
+        for f in feats:
+            cls_tok, patches = f[:, 0], f[:, 1:]
+            if reshape:
+                patches = patches.transpose(1, 2).reshape(f.shape[0], self.embed_dims, h, w)
+            outputs.append((patches, cls_tok) if return_class_token else patches)
+        return tuple(outputs)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Feature maps (B, C, h, w) of the ``out_indices`` blocks, for mmseg/mmdet necks and heads."""
+        return self.get_intermediate_layers(x, self.out_indices, reshape=True)

@@ -1,0 +1,34 @@
+from setuptools import find_packages, setup
+
+setup(
+    name='internvit-dense',
+    version='0.1.0',
+    description='InternViT-6B as an OpenMMLab backbone for dense prediction',
+    packages=find_packages(include=['internvit_dense', 'internvit_dense.*']),
+    python_requires='>=3.9',
+    install_requires=[
+        # torch 2.14.1 and torchvision 0.29.1 are a pair whose compiled ops load together.
+        'torch==2.14.1',
+        'torchvision==0.29.1',
+        # mmseg 1.2.2 and mmdet 3.3.0 assert mmcv < 2.2.0 at import; 2.1.0 is the newest allowed.
+        'mmcv==2.1.0',
+        'mmengine==0.10.7',
+        'mmsegmentation==1.2.2',
+        'mmdet==3.3.0',
+        'timm>=1.0,<1.1',
+        # 0.19.7+ removed deepspeed.runtime.fp16.onebit, which mmengine 0.10.7 imports.
+        'deepspeed==0.19.6',
+        'safetensors',
+        # mmseg imports these without declaring them.
+        'ftfy',
+        'regex',
+        'numpy',
+        'pillow',
+        'tqdm',
+        'tensorboard',  # mmengine's TensorboardVisBackend
+    ],
+    extras_require={
+        'dev': ['pytest', 'transformers>=5.0', 'scikit-learn'],
+        'flash': ['flash-attn'],
+    },
+)

@@ -1,0 +1,51 @@
+import os
+
+import pytest
+import torch
+
+# Tiny architectures of the two released families; tests build these with random weights.
+TINY_6B = dict(embed_dims=64, depth=3, num_heads=4, mlp_dims=256, norm_type='rms_norm', qk_normalization=True,
+               qkv_bias=False, layer_norm_eps=1e-6)
+TINY_300M = dict(embed_dims=48, depth=2, num_heads=3, mlp_dims=192, norm_type='layer_norm', qk_normalization=False,
+                 qkv_bias=True, layer_norm_eps=1e-6)
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Every parameter random, cls token, position embedding and layer scale included.
+
+    Norm weights and layer scales stay near 1 so that activations keep a sane range.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if name.endswith(('norm1.weight', 'norm2.weight', 'q_norm.weight', 'k_norm.weight', 'gamma',
+                              'lambda_1', 'lambda_2', 'layernorm_before.weight', 'layernorm_after.weight')):
+                p.copy_(1.0 + 0.2 * noise)
+            elif name.endswith(('cls_token', 'pos_embed', 'position_embeddings')):
+                p.copy_(0.5 * noise)
+            else:
+                p.copy_(0.05 * noise)
+    return model
+
+
+def tiny_vit(arch=TINY_6B, seed=0, **kwargs):
+    from internvit_dense.models.backbones import InternViT
+    kwargs.setdefault('patch_size', 14)
+    kwargs.setdefault('pretrain_size', 56)
+    kwargs.setdefault('img_size', 56)
+    model = InternViT(arch=dict(arch), **kwargs)
+    return randomize_(model, seed).eval()
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def tmp_work(tmp_path):
+    cwd = os.getcwd()
+    yield tmp_path
+    os.chdir(cwd)

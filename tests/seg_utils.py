@@ -1,0 +1,35 @@
+"""Running the project's tools the way a user does, for the end-to-end tests."""
+import os
+import re
+import subprocess
+import sys
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = 'configs/segmentation/tiny/tiny_{}_synthetic.py'
+
+
+def run_tool(tool, *args, check=True, timeout=900):
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='2')
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', tool), *map(str, args)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{tool} {args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
+    return proc
+
+
+def data_options(data_root, extra=()):
+    return ['--cfg-options', f'train_dataloader.dataset.data_root={data_root}',
+            f'val_dataloader.dataset.data_root={data_root}', f'test_dataloader.dataset.data_root={data_root}',
+            *extra]
+
+
+def miou_of(stdout: str) -> float:
+    m = re.search(r'^\s+mIoU: ([\d.]+)$', stdout, re.M)
+    assert m, f'no mIoU in the output of tools/test.py:\n{stdout[-2000:]}'
+    return float(m.group(1))
+
+
+def load_ckpt(path):
+    return torch.load(path, map_location='cpu', weights_only=False)

@@ -1,0 +1,141 @@
+import pytest
+import torch
+from conftest import TINY_6B, tiny_vit
+
+import internvit_dense.models.backbones.internvit as internvit_mod
+from internvit_dense.models.backbones import InternViT
+
+PUBLISHED = {'6b': 5.9e9, '6b-448': 5.54e9, '300m': 304e6}
+
+
+@pytest.mark.parametrize('arch', sorted(PUBLISHED))
+def test_presets_on_meta_match_published_sizes(arch):
+    with torch.device('meta'):
+        model = InternViT(arch=arch)
+    n = sum(p.numel() for p in model.parameters())
+    print(f'{arch}: {n / 1e9:.4f}B parameters')
+    assert abs(n - PUBLISHED[arch]) / PUBLISHED[arch] < 0.01
+    assert all(p.is_meta for p in model.parameters())
+
+
+def test_6b_shapes_on_meta():
+    with torch.device('meta'):
+        model = InternViT(arch='6b')
+    assert model.pos_embed.shape == (1, 257, 3200)
+    assert model.patch_embed.proj.weight.shape == (3200, 3, 14, 14)
+    blk = model.blocks[47]
+    assert blk.attn.qkv.weight.shape == (9600, 3200) and blk.attn.qkv.bias is None
+    assert blk.attn.q_norm.weight.shape == (3200,) and blk.mlp.fc1.weight.shape == (12800, 3200)
+    assert len(model.blocks) == 48 and blk.attn.num_heads == 25
+
+
+def _run(model, x):
+    out = model.forward_features(x)
+    out.pow(2).mean().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize('variant', [dict(attn_impl='sdpa'), dict(attn_impl='auto'), dict(with_cp=True)])
+def test_variants_equal_eager_outputs_and_grads(variant):
+    x = torch.randn(2, 3, 56, 70)
+    ref_out, ref_grads = _run(tiny_vit(TINY_6B, attn_impl='eager').train(), x)
+    model = tiny_vit(TINY_6B, **{'attn_impl': 'eager', **variant}).train()
+    if variant.get('with_cp'):
+        calls = []
+        orig = torch.utils.checkpoint.checkpoint
+        internvit_mod.cp.checkpoint = lambda *a, **k: calls.append(1) or orig(*a, **k)
+        try:
+            out, grads = _run(model, x)
+        finally:
+            internvit_mod.cp.checkpoint = orig
+        assert len(calls) == model.depth  # every block was checkpointed
+    else:
+        out, grads = _run(model, x)
+    torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
+    for n in ref_grads:
+        torch.testing.assert_close(grads[n], ref_grads[n], atol=1e-5, rtol=1e-4)
+
+
+def test_auto_dispatch_picks_sdpa_on_cpu():
+    x = torch.randn(1, 4, 8)
+    assert internvit_mod.select_attn_impl('auto', x) == 'sdpa'
+    assert internvit_mod.select_attn_impl('auto', x.bfloat16()) == 'sdpa'
+
+
+def test_flash_requested_where_it_cannot_run_is_a_clear_error():
+    model = tiny_vit(TINY_6B, attn_impl='flash')
+    with pytest.raises(RuntimeError, match="attn_impl='flash' cannot run"):
+        model.forward_features(torch.randn(1, 3, 56, 56))
+
+
+def test_flash_dispatch_calls_flash_attn_func(monkeypatch):
+    """A stand-in takes flash-attn's place: this checks the dispatch and the (B, N, H, D)
+    layout handed to it, not the kernel, which cannot run here."""
+    calls = []
+
+    def stand_in(q, k, v, softmax_scale):
+        calls.append((q.shape, softmax_scale))
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale=softmax_scale)
+        return out.transpose(1, 2)
+
+    monkeypatch.setattr(internvit_mod, 'flash_attn_func', stand_in)
+    monkeypatch.setattr(internvit_mod, 'flash_usable', lambda x: True)
+    x = torch.randn(2, 3, 56, 56)
+    ref = tiny_vit(TINY_6B, attn_impl='eager').forward_features(x)
+    out = tiny_vit(TINY_6B, attn_impl='auto').forward_features(x)
+    assert len(calls) == TINY_6B['depth']
+    assert calls[0][0] == (2, 17, 4, 16) and calls[0][1] == pytest.approx(16 ** -0.5)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_frozen_means_no_grads_no_graph_and_eval_mode():
+    model = tiny_vit(TINY_6B, frozen=True, drop_path_rate=0.5)
+    assert not any(p.requires_grad for p in model.parameters())
+    model.train()
+    assert not model.training and not any(m.training for m in model.modules())
+    x = torch.randn(2, 3, 56, 56, requires_grad=True)
+    feats = model(x)
+    assert all(f.grad_fn is None and not f.requires_grad for f in feats)
+    # eval mode for real: drop path off, so two calls agree
+    torch.testing.assert_close(model(x)[0], feats[0])
+
+
+def test_drop_path_rises_linearly():
+    model = InternViT(arch=dict(TINY_6B, depth=5), drop_path_rate=0.4, img_size=56, pretrain_size=56)
+    rates = [getattr(b.drop_path, 'drop_prob', 0.0) for b in model.blocks]
+    assert rates == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+
+
+def test_window_attention_covering_the_image_equals_global():
+    x = torch.randn(2, 3, 56, 70)  # a 4x5 grid
+    ref = tiny_vit(TINY_6B, attn_impl='eager').get_intermediate_layers(x)[0]
+    windowed = tiny_vit(TINY_6B, attn_impl='eager', window_size=5).get_intermediate_layers(x)[0]
+    torch.testing.assert_close(windowed, ref, atol=1e-5, rtol=1e-5)
+    # a smaller window does change the result, padded grid included
+    small = tiny_vit(TINY_6B, attn_impl='eager', window_size=3).get_intermediate_layers(x)[0]
+    assert small.shape == ref.shape and not torch.allclose(small, ref, atol=1e-3)
+
+
+def test_bad_inputs_are_clear_errors():
+    with pytest.raises(KeyError, match='unknown InternViT arch'):
+        InternViT(arch='7b')
+    with pytest.raises(IndexError, match='outside the 3 blocks'):
+        tiny_vit(TINY_6B, out_indices=(3,))
+    with pytest.raises(ValueError, match='attn_impl'):
+        tiny_vit(TINY_6B, attn_impl='xformers')
+    model = tiny_vit(TINY_6B)
+    with pytest.raises(ValueError, match='smaller than one 14px patch'):
+        model(torch.randn(1, 3, 10, 10))
+    with pytest.raises(ValueError, match=r'\(B, C, H, W\)'):
+        model(torch.randn(3, 56, 56))
+
+
+def test_registered_in_mmseg_and_mmdet():
+    from mmdet.registry import MODELS as DET
+    from mmseg.registry import MODELS as SEG
+    for registry in (SEG, DET):
+        model = registry.build(dict(type='InternViT', arch=dict(TINY_6B), img_size=56, pretrain_size=56))
+        assert isinstance(model, InternViT)

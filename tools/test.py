@@ -1,0 +1,59 @@
+"""Evaluates a checkpoint: python tools/test.py CONFIG CHECKPOINT [--show-dir DIR] [--out DIR]."""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without install
+
+from internvit_dense.engine.launch import add_common_args, allow_full_checkpoint_loading, load_config  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a checkpoint')
+    add_common_args(parser)
+    parser.add_argument('checkpoint', help='checkpoint file (a training checkpoint or a consolidated state dict)')
+    parser.add_argument('--show-dir', help='write prediction overlays (PNG) into this folder')
+    parser.add_argument('--show', action='store_true', help='show predictions in a window')
+    parser.add_argument('--wait-time', type=float, default=2, help='seconds each shown prediction stays')
+    parser.add_argument('--out', help='also save the predicted label maps as PNGs into this folder')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    allow_full_checkpoint_loading()
+    cfg = load_config(args)
+    if not osp.isfile(args.checkpoint):
+        raise SystemExit(f'checkpoint not found: {args.checkpoint}')
+    cfg.load_from = None  # loaded strictly below: a checkpoint that does not fit must not test random weights
+    cfg.resume = False
+    if args.show or args.show_dir:
+        vis = cfg.default_hooks.visualization
+        vis.draw = True
+        vis.show = args.show
+        vis.wait_time = args.wait_time
+        vis.interval = 1
+        if args.show_dir:
+            cfg.visualizer.save_dir = args.show_dir
+            cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
+    if args.out:
+        cfg.test_evaluator.output_dir = args.out
+        cfg.test_evaluator.keep_results = True
+
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    try:
+        runner.load_checkpoint(args.checkpoint, strict=True)
+    except RuntimeError as e:
+        raise SystemExit(f'checkpoint {args.checkpoint} does not fit the model of {args.config}:\n{e}') from None
+    metrics = runner.test()
+    print('\n'.join([f'test results of {args.checkpoint}:'] + [f'  {k}: {v}' for k, v in metrics.items()]))
+    if args.show_dir:
+        print(f'prediction overlays: {osp.abspath(args.show_dir)}')
+    if args.out:
+        print(f'predicted label maps: {osp.abspath(args.out)}')
+
+
+if __name__ == '__main__':
+    main()
