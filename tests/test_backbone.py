@@ -103,6 +103,11 @@ def test_frozen_means_no_grads_no_graph_and_eval_mode():
     torch.testing.assert_close(model(x)[0], feats[0])
 
 
+def test_any_input_size():
+    model = tiny_vit(TINY_6B)
+    assert model(torch.randn(1, 3, 61, 100))[0].shape == (1, 64, 4, 7)
+
+
 def test_drop_path_rises_linearly():
     model = InternViT(arch=dict(TINY_6B, depth=5), drop_path_rate=0.4, img_size=56, pretrain_size=56)
     rates = [getattr(b.drop_path, 'drop_prob', 0.0) for b in model.blocks]

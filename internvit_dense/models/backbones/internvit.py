@@ -309,6 +309,8 @@ class InternViT(BaseModule):
         grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
         if min(grid) < 1:
             raise ValueError(f'input {tuple(x.shape[-2:])} is smaller than one {self.patch_size}px patch')
+        # A partial patch at the right/bottom edge is dropped, as a strided conv would.
+        x = x[..., :grid[0] * self.patch_size, :grid[1] * self.patch_size]
         x = self.patch_embed(x.to(self.patch_embed.proj.weight.dtype))
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
         return x + self.interpolate_pos_embed(grid).to(x.dtype), grid

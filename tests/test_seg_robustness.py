@@ -1,0 +1,102 @@
+"""Resume, and bad input that must fail loudly without losing what was saved."""
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from seg_utils import TINY, data_options, load_ckpt, run_tool
+
+from internvit_dense.datasets.synthetic_ade20k import generate_synthetic_ade20k
+
+SHORT = ['train_cfg.max_iters=20', 'train_cfg.val_interval=1000', 'default_hooks.checkpoint.interval=10',
+         'default_hooks.checkpoint.save_best=None', 'train_dataloader.batch_size=4']
+
+
+@pytest.fixture(scope='module')
+def small_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('small_ade')
+    generate_synthetic_ade20k(str(root), num_train=12, num_val=4, seed=1, progress=False, overwrite=True)
+    return root
+
+
+@pytest.fixture
+def data_copy(small_data, tmp_path):
+    root = tmp_path / 'data'
+    shutil.copytree(small_data, root)
+    return root
+
+
+def test_resume_continues_with_optimizer_and_scheduler_state(small_data, tmp_path):
+    config = TINY.format('upernet_full')
+    run_tool('train.py', config, '--work-dir', tmp_path / 'a', *data_options(small_data, SHORT))
+    straight = load_ckpt(tmp_path / 'a' / 'iter_20.pth')
+
+    (tmp_path / 'b').mkdir()
+    shutil.copy(tmp_path / 'a' / 'iter_10.pth', tmp_path / 'b' / 'iter_10.pth')
+    (tmp_path / 'b' / 'last_checkpoint').write_text(str(tmp_path / 'b' / 'iter_10.pth'))
+    proc = run_tool('train.py', config, '--work-dir', tmp_path / 'b', '--resume', *data_options(small_data, SHORT))
+    assert 'resumed epoch: 0, iter: 10' in proc.stdout + proc.stderr
+    resumed = load_ckpt(tmp_path / 'b' / 'iter_20.pth')
+    assert resumed['meta']['iter'] == straight['meta']['iter'] == 20
+    # AdamW's step count went on from 10: a silent restart would say 10
+    steps = {int(s['step']) for s in resumed['optimizer']['state'].values()}
+    assert steps == {20}
+    assert resumed['param_schedulers'] == straight['param_schedulers']
+    lrs = [g['lr'] for g in resumed['optimizer']['param_groups']]
+    assert lrs == pytest.approx([g['lr'] for g in straight['optimizer']['param_groups']], rel=1e-9)
+    assert len(set(round(lr, 12) for lr in lrs)) > 3  # layer-wise decay: groups differ
+
+
+def test_resume_without_a_checkpoint_is_an_error(small_data, tmp_path):
+    proc = run_tool('train.py', TINY.format('linear_frozen'), '--work-dir', tmp_path / 'empty', '--resume',
+                    *data_options(small_data, SHORT), check=False)
+    assert proc.returncode != 0 and 'no checkpoint to resume from' in proc.stderr
+
+
+def test_missing_data_root(tmp_path):
+    proc = run_tool('train.py', TINY.format('linear_frozen'), '--work-dir', tmp_path / 'w',
+                    *data_options(tmp_path / 'nowhere', SHORT), check=False)
+    assert proc.returncode != 0
+    assert f'{tmp_path}/nowhere/images/training does not exist' in proc.stderr
+
+
+def test_corrupt_image_named(data_copy, tmp_path):
+    victim = sorted((data_copy / 'images' / 'training').glob('*.jpg'))[3]
+    victim.write_bytes(b'\xff\xd8 this is not a jpeg')
+    proc = run_tool('train.py', TINY.format('linear_frozen'), '--work-dir', tmp_path / 'w',
+                    *data_options(data_copy, SHORT), check=False)
+    assert proc.returncode != 0 and f'failed to load image: {victim}' in proc.stderr
+
+
+def test_label_of_the_wrong_size_named(data_copy, tmp_path):
+    victim = sorted((data_copy / 'annotations' / 'training').glob('*.png'))[2]
+    label = np.array(Image.open(victim))
+    Image.fromarray(label[:-7]).save(victim)
+    proc = run_tool('train.py', TINY.format('linear_frozen'), '--work-dir', tmp_path / 'w',
+                    *data_options(data_copy, SHORT), check=False)
+    assert proc.returncode != 0
+    assert f'label map {victim} is {label.shape[0] - 7}x{label.shape[1]} but its image' in proc.stderr
+
+
+def test_failure_after_a_checkpoint_keeps_it(data_copy, tmp_path):
+    """A corrupt validation image stops the run at the first evaluation; the checkpoint saved
+    just before it stays whole and resumable."""
+    victim = sorted((data_copy / 'images' / 'validation').glob('*.jpg'))[1]
+    victim.write_bytes(b'garbage')
+    work = tmp_path / 'w'
+    options = [o for o in SHORT if not o.startswith('train_cfg.val_interval')] + ['train_cfg.val_interval=10']
+    proc = run_tool('train.py', TINY.format('linear_frozen'), '--work-dir', work,
+                    *data_options(data_copy, options), check=False)
+    assert proc.returncode != 0 and str(victim) in proc.stderr
+    saved = load_ckpt(work / 'iter_10.pth')
+    assert saved['meta']['iter'] == 10 and 'optimizer' in saved
+
+
+def test_checkpoint_that_does_not_fit_the_config(small_data, tmp_path):
+    run_tool('train.py', TINY.format('linear_frozen'), '--work-dir', tmp_path / 'lin',
+             *data_options(small_data, ['train_cfg.max_iters=2', 'train_cfg.val_interval=1000',
+                                        'default_hooks.checkpoint.interval=2', 'default_hooks.checkpoint.save_best=None']))
+    proc = run_tool('test.py', TINY.format('upernet_full'), tmp_path / 'lin' / 'iter_2.pth',
+                    '--work-dir', tmp_path / 'w', *data_options(small_data), check=False)
+    assert proc.returncode != 0
+    assert 'does not fit the model' in proc.stderr and 'decode_head' in proc.stderr
