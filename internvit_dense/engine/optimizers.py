@@ -12,7 +12,8 @@ neck and heads get the full rate (BEiT / MAE-style fine-tuning)::
 
 Layer ids: ``backbone.cls_token``, ``backbone.pos_embed`` and ``backbone.patch_embed.*``
 are 0, ``backbone.blocks.i.*`` is ``i + 1`` and everything else (neck, heads,
-adapters) is ``num_layers + 1``; a parameter's learning rate is
+adapters) is ``num_layers + 1``; a ViT wrapped by a ViT-Adapter (``backbone.vit.*``)
+is numbered as ``backbone.*``; a parameter's learning rate is
 ``lr * layer_decay_rate ** (num_layers + 1 - layer_id)``.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ _WRAPPER_PREFIX = 'module.'
 _BLOCK_NAME = re.compile(r'^backbone\.blocks\.(\d+)\.')
 _EMBED_NAMES = ('backbone.cls_token', 'backbone.pos_embed')
 _EMBED_PREFIX = 'backbone.patch_embed.'
+_ADAPTER_VIT_PREFIX = 'backbone.vit.'  # InternViTAdapter keeps its InternViT at backbone.vit
 
 
 def strip_wrapper_prefix(name: str) -> str:
@@ -45,6 +47,8 @@ def strip_wrapper_prefix(name: str) -> str:
 def get_layer_id(name: str, num_layers: int) -> int:
     """Layer id of a parameter named relative to the segmentor/detector (``backbone.blocks.3...``)."""
     name = strip_wrapper_prefix(name)
+    if name.startswith(_ADAPTER_VIT_PREFIX):
+        name = 'backbone.' + name[len(_ADAPTER_VIT_PREFIX):]
     if name in _EMBED_NAMES or name.startswith(_EMBED_PREFIX):
         return 0
     match = _BLOCK_NAME.match(name)

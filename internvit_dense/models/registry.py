@@ -13,10 +13,14 @@ def register_all():
 
     from .backbones import InternViT
     from .heads import BNLinearHead
+    from .necks import InternViTAdapter
 
     for registry in (ENGINE_MODELS, SEG_MODELS, DET_MODELS):
         registry.register_module(module=InternViT, force=True)
     SEG_MODELS.register_module(module=BNLinearHead, force=True)
+    # ViT-Adapter: an InternViT with its adapter, used as a backbone (type='InternViTAdapter').
+    for registry in (ENGINE_MODELS, SEG_MODELS, DET_MODELS):
+        registry.register_module(module=InternViTAdapter, force=True)
     # Channel-wise LayerNorm for NCHW maps, e.g. in mmseg's Feature2Pyramid (norm_cfg=dict(type='LN2d')):
     # mmcv's 'LN' normalises the last (width) axis instead.
     if 'LN2d' not in ENGINE_MODELS.module_dict:
