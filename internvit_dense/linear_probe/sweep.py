@@ -1,0 +1,125 @@
+"""The sweep: train the grid once over the cached training features, pick the best on held-out data.
+
+Selection is on a stratified held-out part of the training split by default, so the
+reported validation number was not used to choose (``select_on='val'`` selects on
+ImageNet-1k val instead, as DINOv2's evaluation does). The chosen classifier is the one
+trained in the sweep (on the training split minus the held-out part), not a retrained one.
+With augmented training views, held-out images are scored on their first view.
+"""
+from __future__ import annotations
+
+import json
+import os
+import os.path as osp
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .cache import FeatureCache
+from .grid import (DEFAULT_LRS, LinearGrid, ProbeClassifier, evaluate_grid, make_specs, stratified_holdout,
+                   train_grid)
+
+TRAIN_SPLIT, VAL_SPLIT = 'train', 'in1k'
+SWEEP_JSON, BEST_FILE = 'sweep.json', 'best_classifier.pth'
+
+
+def run_sweep(cache: FeatureCache, out_dir: str, lrs: Sequence[float] = DEFAULT_LRS,
+              n_lasts: Sequence[int] = (1, 4), avgpool: Sequence[bool] = (False, True), epochs: int = 10,
+              warmup_epochs: float = 1.0, batch_size: int = 1024, holdout: float = 0.02, select_on: str = 'holdout',
+              momentum: float = 0.9, seed: int = 0, device: str = 'cpu', progress: bool = True,
+              log=print) -> dict:
+    """Trains ``len(lrs) x len(n_lasts) x len(avgpool)`` probes in one pass; writes ``sweep.json``
+    and ``best_classifier.pth`` into ``out_dir`` and returns the summary."""
+    if select_on not in ('holdout', 'val'):
+        raise ValueError(f"select_on must be 'holdout' or 'val', got {select_on!r}")
+    specs = make_specs(n_lasts, avgpool)
+    start = time.time()
+    train = cache.load(TRAIN_SPLIT)
+    classes = train.meta.get('classes') or sorted(set(train.labels.tolist()))
+    has_val = cache.is_complete(VAL_SPLIT)
+    if select_on == 'val':
+        if not has_val:
+            raise ValueError(f"select_on='val' needs the {VAL_SPLIT!r} split in the cache")
+        fit, held = np.arange(train.num_images), np.array([], dtype=np.int64)
+    else:
+        fit, held = stratified_holdout(train.labels, holdout, seed)
+        if not len(held):
+            raise ValueError(f'holdout={holdout} leaves no held-out image; use a larger fraction or select_on=val')
+
+    dev = torch.device(device)
+    grid = LinearGrid(specs, lrs, cache.blocks, train.arrays[('cls', cache.blocks[-1])].shape[1], len(classes),
+                      seed=seed).to(dev)
+    log(f'sweep: {grid.num_classifiers} classifiers ({len(specs)} features x {len(lrs)} learning rates) on '
+        f'{len(fit)} training images ({train.views} view(s) each), {len(held)} held out, {epochs} epochs, '
+        f'batch {min(batch_size, len(fit))}, device {dev}')
+    losses = train_grid(grid, train, fit, epochs, warmup_epochs, batch_size, momentum, seed=seed, progress=progress)
+    train_seconds = time.time() - start
+
+    acc = {}
+    if len(held):
+        acc['holdout'] = evaluate_grid(grid, train, held)
+    if has_val:
+        val = cache.load(VAL_SPLIT)
+        acc['val'] = evaluate_grid(grid, val)
+    chosen = acc['holdout' if select_on == 'holdout' else 'val']
+    s_best, l_best = np.unravel_index(int(np.argmax(chosen)), chosen.shape)
+
+    results = []
+    for s, spec in enumerate(specs):
+        for j, lr in enumerate(lrs):
+            results.append(dict(feature=spec.name, lr=lr, lr_scaled=lr * min(batch_size, len(fit)) / 512,
+                                **{name: float(a[s, j]) for name, a in acc.items()}))
+    best = dict(results[s_best * len(lrs) + l_best])
+    summary = dict(cache=cache.root, cache_key=cache.manifest['key'], blocks=cache.blocks, classes=list(classes),
+                   select_on=select_on, holdout_fraction=holdout if select_on == 'holdout' else 0.0,
+                   num_fit=int(len(fit)), num_holdout=int(len(held)), epochs=epochs, warmup_epochs=warmup_epochs,
+                   batch_size=min(batch_size, len(fit)), momentum=momentum, seed=seed, losses=losses,
+                   train_seconds=round(train_seconds, 2), num_classifiers=grid.num_classifiers,
+                   results=results, best=best)
+
+    os.makedirs(out_dir, exist_ok=True)
+    clf = grid.classifier(int(s_best), int(l_best))
+    torch.save(dict(classifier=clf.state(), cache_key=cache.manifest['key'], classes=list(classes),
+                    blocks=cache.blocks, selected=best), osp.join(out_dir, BEST_FILE))
+    with open(osp.join(out_dir, SWEEP_JSON), 'w') as f:
+        json.dump(summary, f, indent=1)
+    return summary
+
+
+def load_best(sweep_dir: str) -> tuple:
+    """(classifier, its saved record) from a sweep directory."""
+    path = osp.join(sweep_dir, BEST_FILE)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'no {BEST_FILE} in {sweep_dir}: run `linear_probe.py sweep` first')
+    record = torch.load(path, map_location='cpu', weights_only=False)
+    return ProbeClassifier.from_state(record['classifier']), record
+
+
+def format_sweep_table(summary: dict, best_only_mark: str = '*') -> str:
+    metrics = [m for m in ('holdout', 'val') if m in summary['results'][0]]
+    lines = [f"{'feature':<16}{'lr/512':>9}{'lr':>9}" + ''.join(f'{m + " top-1":>15}' for m in metrics)]
+    best = summary['best']
+    for r in summary['results']:
+        mark = best_only_mark if (r['feature'], r['lr']) == (best['feature'], best['lr']) else ''
+        lines.append(f"{r['feature']:<16}{r['lr']:>9.4g}{r['lr_scaled']:>9.4g}"
+                     + ''.join(f'{r[m]:>15.2f}' for m in metrics) + f' {mark}')
+    return '\n'.join(lines)
+
+
+def lr_curve(summary: dict, metric: str) -> dict:
+    """{feature: ([lr...], [accuracy...])} for plotting."""
+    curves: dict = {}
+    for r in summary['results']:
+        if metric in r:
+            xs, ys = curves.setdefault(r['feature'], ([], []))
+            xs.append(r['lr'])
+            ys.append(r[metric])
+    return curves
+
+
+def resolve_device(device: Optional[str]) -> str:
+    if device:
+        return device
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
