@@ -10,8 +10,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = 'configs/segmentation/tiny/tiny_{}_synthetic.py'
 
 
-def run_tool(tool, *args, check=True, timeout=900):
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='2')
+def run_tool(tool, *args, check=True, timeout=900, threads=2):
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS=str(threads))
     proc = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', tool), *map(str, args)], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:

@@ -15,8 +15,29 @@ def parse_args(argv=None):
     parser.add_argument('--show-dir', help='write prediction overlays (PNG) into this folder')
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds each shown prediction stays')
-    parser.add_argument('--out', help='also save the predicted label maps as PNGs into this folder')
+    parser.add_argument('--out', help='also save the predictions into this folder: label maps as PNGs '
+                        '(segmentation), COCO-format results JSON (detection)')
     return parser.parse_args(argv)
+
+
+# Metrics that write their predictions as COCO results files (bbox/segm JSON) rather than label maps.
+COCO_METRICS = ('CocoMetric', 'mmdet.CocoMetric')
+
+
+def direct_output(evaluator, out_dir):
+    """Points the test metric(s) at ``out_dir``; returns what will be written there."""
+    metrics = evaluator if isinstance(evaluator, list) else [evaluator]
+    written = []
+    for metric in metrics:
+        if metric.get('type') in COCO_METRICS:
+            # CocoMetric writes <prefix>.bbox.json / .segm.json, the format of COCO's evaluation server
+            metric.outfile_prefix = osp.join(out_dir, 'coco_results')
+            written.append('COCO-format results (coco_results.*.json)')
+        else:
+            metric.output_dir = out_dir
+            metric.keep_results = True
+            written.append('predicted label maps')
+    return ', '.join(written)
 
 
 def main(argv=None):
@@ -37,8 +58,7 @@ def main(argv=None):
             cfg.visualizer.save_dir = args.show_dir
             cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
     if args.out:
-        cfg.test_evaluator.output_dir = args.out
-        cfg.test_evaluator.keep_results = True
+        out_kind = direct_output(cfg.test_evaluator, args.out)
 
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
@@ -52,7 +72,7 @@ def main(argv=None):
     if args.show_dir:
         print(f'prediction overlays: {osp.abspath(args.show_dir)}')
     if args.out:
-        print(f'predicted label maps: {osp.abspath(args.out)}')
+        print(f'{out_kind}: {osp.abspath(args.out)}')
 
 
 if __name__ == '__main__':

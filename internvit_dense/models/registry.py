@@ -25,3 +25,7 @@ def register_all():
     # mmcv's 'LN' normalises the last (width) axis instead.
     if 'LN2d' not in ENGINE_MODELS.module_dict:
         ENGINE_MODELS.register_module('LN2d', module=LayerNorm2d)
+    # The ViTDet-style simple feature pyramid of detection configs is mmseg's Feature2Pyramid; in a
+    # detector it runs before mmdet's FPN (neck=[Feature2Pyramid, FPN], built as a Sequential).
+    from mmseg.models.necks import Feature2Pyramid
+    DET_MODELS.register_module(module=Feature2Pyramid, force=True)
