@@ -1,12 +1,20 @@
-"""Trains a model from a config: python tools/train.py CONFIG [--work-dir DIR] [--resume [PATH]] [--amp]."""
+"""Trains a model from a config: python tools/train.py CONFIG [--work-dir DIR] [--resume [PATH]] [--amp]
+[--deepspeed {1,2,3} [--deepspeed-precision {fp32,bf16,fp16}] [--deepspeed-offload]].
+
+A config with a DeepSpeed ``strategy`` (configs/_base_/deepspeed/*.py) or the --deepspeed flag trains
+with mmengine's FlexibleRunner and DeepSpeedStrategy; every other config with mmengine's Runner, as before.
+"""
 import argparse
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without install
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)  # run from a checkout without install
 
 from internvit_dense.engine.launch import add_common_args, allow_full_checkpoint_loading, load_config, \
-    resolve_resume  # noqa: E402
+    resolve_resume, shutdown_distributed  # noqa: E402
+
+DEEPSPEED_BASES = osp.join(ROOT, 'configs', '_base_', 'deepspeed')
 
 
 def parse_args(argv=None):
@@ -14,7 +22,15 @@ def parse_args(argv=None):
     add_common_args(parser)
     parser.add_argument('--resume', nargs='?', const='auto', default=None,
                         help='resume from the latest checkpoint in the work dir, or from the given one')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--amp', action='store_true', help='automatic mixed precision (not with DeepSpeed)')
+    ds = parser.add_argument_group('DeepSpeed', 'train with ZeRO (FlexibleRunner + DeepSpeedStrategy); a config '
+                                   'that inherits configs/_base_/deepspeed/*.py needs no flag')
+    ds.add_argument('--deepspeed', type=int, choices=[1, 2, 3], metavar='STAGE',
+                    help='ZeRO stage 1, 2 or 3 (the settings of configs/_base_/deepspeed/zeroN.py)')
+    ds.add_argument('--deepspeed-precision', choices=['fp32', 'bf16', 'fp16'],
+                    help="DeepSpeed's precision (default: the config's, else fp32)")
+    ds.add_argument('--deepspeed-offload', action='store_true',
+                    help='keep the optimizer state in CPU memory (ZeRO-Offload)')
     return parser.parse_args(argv)
 
 
@@ -22,17 +38,42 @@ def main(argv=None):
     args = parse_args(argv)
     allow_full_checkpoint_loading()
     cfg = load_config(args)
+
+    from internvit_dense.engine import deepspeed as ds
+    try:
+        base = None
+        if args.deepspeed is not None:
+            from mmengine.config import Config
+            base = Config.fromfile(osp.join(DEEPSPEED_BASES, f'zero{args.deepspeed}.py')).strategy.to_dict()
+        ds.apply_deepspeed_options(cfg, base, args.deepspeed_precision, args.deepspeed_offload)
+        deepspeed = ds.uses_deepspeed(cfg)
+        if deepspeed and args.amp:
+            raise ValueError('--amp is AmpOptimWrapper, which DeepSpeed replaces: use --deepspeed-precision bf16 '
+                             '(or fp16)')
+        if deepspeed:
+            ds.prepare_deepspeed(cfg)
+    except ValueError as e:
+        raise SystemExit(f'{args.config}: {e}') from None
+
     if args.amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper != 'AmpOptimWrapper':
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    resolve_resume(cfg, args.resume)
+    resolve_resume(cfg, args.resume, deepspeed=deepspeed)
 
     from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    from mmengine.runner import FlexibleRunner, Runner
+    if 'runner_type' in cfg:
+        runner = RUNNERS.build(cfg)
+    elif deepspeed:
+        # runner_type stays out of the config (and of the copy saved in the work dir), so that
+        # tools/test.py evaluates with the plain Runner
+        runner = FlexibleRunner.from_cfg(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
     runner.train()
+    shutdown_distributed()
     print(f'training finished: checkpoints and logs in {osp.abspath(cfg.work_dir)}')
 
 

@@ -4,7 +4,8 @@ import os
 import os.path as osp
 from typing import Optional
 
-from mmengine.config import Config, DictAction
+import torch
+from mmengine.config import Config, ConfigDict, DictAction
 
 
 def allow_full_checkpoint_loading():
@@ -37,11 +38,59 @@ def load_config(args) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if cfg.launcher != 'none' and not torch.cuda.is_available():
+        adapt_distributed_to_cpu(cfg)
     return cfg
 
 
-def resolve_resume(cfg: Config, resume: Optional[str]):
-    """--resume alone continues from the work dir's latest checkpoint; --resume PATH from PATH."""
+def adapt_distributed_to_cpu(cfg: Config) -> None:
+    """Several processes on a machine without CUDA (torchrun, tools/dist_train.sh).
+
+    mmengine's launchers pin each process to a GPU, the configs ask for nccl, and its DDP
+    wrapper is given a GPU index; each of these fails without CUDA.
+    """
+    guard_cuda_set_device()
+    dist_cfg = cfg.setdefault('env_cfg', ConfigDict()).setdefault('dist_cfg', ConfigDict())
+    if dist_cfg.get('backend', 'nccl') == 'nccl':
+        dist_cfg['backend'] = 'gloo'
+    if cfg.get('model_wrapper_cfg') is None and cfg.get('strategy') is None:
+        # the keyword arguments mmengine's Runner gives DDP by default, but no device: CPU modules take none
+        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+                                     find_unused_parameters=cfg.get('find_unused_parameters', False))
+
+
+def guard_cuda_set_device() -> None:
+    """mmengine 0.10's pytorch and slurm launchers call torch.cuda.set_device unconditionally,
+    which raises on a machine without CUDA; there, there is no device to select."""
+    if getattr(torch.cuda.set_device, 'cpu_guard', False):
+        return
+    set_device = torch.cuda.set_device
+
+    def guarded(device):
+        if torch.cuda.is_available():
+            set_device(device)
+
+    guarded.cpu_guard = True
+    torch.cuda.set_device = guarded
+
+
+def shutdown_distributed() -> None:
+    """Tears the process group down while every process is still alive.
+
+    Left to the interpreter's exit, the communication threads are destroyed in no particular
+    order, and now and then a finished run aborts ('terminate called without an active exception').
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def resolve_resume(cfg: Config, resume: Optional[str], deepspeed: bool = False):
+    """--resume alone continues from the work dir's latest checkpoint; --resume PATH from PATH.
+
+    A DeepSpeed checkpoint is a folder (work_dir/iter_N.pth/), checked to be whole before training starts.
+    """
     if resume is None:
         return
     cfg.resume = True
@@ -51,7 +100,16 @@ def resolve_resume(cfg: Config, resume: Optional[str]):
         if not osp.isfile(last):
             raise SystemExit(f'--resume: no checkpoint to resume from in {cfg.work_dir} (no last_checkpoint file); '
                              'start without --resume, or give --resume PATH')
+        path = open(last).read().strip()
     else:
-        if not osp.isfile(resume):
-            raise SystemExit(f'--resume: checkpoint {resume} does not exist')
-        cfg.load_from = resume
+        # a folder for DeepSpeed, which mmengine splits into parent and name: no trailing slash
+        path = osp.normpath(resume)
+        cfg.load_from = path
+    if deepspeed:
+        from internvit_dense.engine.deepspeed import check_zero_checkpoint
+        try:
+            check_zero_checkpoint(path, world_size=int(os.environ.get('WORLD_SIZE', '1')))
+        except ValueError as e:
+            raise SystemExit(f'--resume: {e}') from None
+    elif not osp.isfile(path):
+        raise SystemExit(f'--resume: checkpoint {path} does not exist')

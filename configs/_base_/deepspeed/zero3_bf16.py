@@ -1,0 +1,3 @@
+# ZeRO-3 with bf16 (see zero1_bf16.py). Usage: see zero1.py.
+_base_ = ['./zero3.py']
+strategy = dict(bf16=dict(enabled=True), inputs_to_half=['inputs'], config=dict(data_types=dict(buffer_dtype='bf16')))
