@@ -107,7 +107,10 @@ def test_recipe_config_through_the_runner_agrees_with_the_cache(setup, capsys):
     runner_top1 = float(re.search(r'accuracy/top1: ([\d.]+)', capsys.readouterr().out).group(1))
 
     setup['tool'].main(['eval', '--cache', setup['cache'], '--recipe-checkpoint', last, '--out', str(base / 'r')])
-    cached_top1 = table(capsys.readouterr().out)['ImageNet-1k val']['top1']
+    out = capsys.readouterr().out
+    assert 'checked against the cache: architecture, blocks [1], 28 px crop, backbone weights (vit.pth)' in out
+    assert 'NOT VERIFIED' not in out
+    cached_top1 = table(out)['ImageNet-1k val']['top1']
     print(f'IN-1k val top-1: runner {runner_top1:.2f}, cached features {cached_top1:.2f}')
     # Same images, same preprocessing, same head: the cached path scores what the runner scores.
     assert cached_top1 == pytest.approx(runner_top1, abs=100 / (NUM_CLASSES * 10) + 1e-6)

@@ -264,37 +264,24 @@ def cmd_sweep(args):
 
 
 # ---------------------------------------------------------------------- eval
-def recipe_classifier(path, blocks):
-    """A LinearProbeClassifier checkpoint (tools/train.py) as a cached-feature probe."""
-    import torch
-    from mmengine.config import Config
-
-    from internvit_dense.linear_probe.grid import FeatureSpec, ProbeClassifier
-
-    ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    sd = ckpt.get('state_dict', ckpt)
-    n_last, avgpool = 1, True
-    cfg_text = (ckpt.get('meta') or {}).get('cfg')
-    if cfg_text:
-        model_cfg = Config.fromstring(cfg_text, '.py').model
-        n_last, avgpool = model_cfg.get('n_last_blocks', 1), model_cfg.get('avgpool', True)
-    spec = FeatureSpec(n_last, avgpool)
-    return ProbeClassifier(spec=spec.name, keys=spec.keys(blocks), lr=float('nan'),
-                           mean=sd['head.bn.running_mean'].float(), var=sd['head.bn.running_var'].float(),
-                           eps=1e-6, weight=sd['head.fc.weight'].float().t().contiguous(),
-                           bias=sd['head.fc.bias'].float())
-
-
 def cmd_eval(args):
-    from internvit_dense.linear_probe.cache import FeatureCache
+    from internvit_dense.linear_probe.cache import CacheError, FeatureCache
     from internvit_dense.linear_probe.evaluate import evaluate_variants, format_table, plot_lr_curves, write_json
+    from internvit_dense.linear_probe.recipe import check_against_cache, load_recipe_probe
     from internvit_dense.linear_probe.sweep import SWEEP_JSON, load_best, resolve_device
 
     cache = FeatureCache(args.cache)
     sweep_dir = args.sweep or osp.join(cache.root, 'sweep')
     summary = None
+    checks = None
     if args.recipe_checkpoint:
-        clf = recipe_classifier(args.recipe_checkpoint, cache.blocks)
+        try:
+            probe = check_against_cache(load_recipe_probe(args.recipe_checkpoint), cache.manifest['identity'],
+                                        cache.blocks, cache.dim)
+        except CacheError as e:
+            raise SystemExit(f'{args.recipe_checkpoint}: {e}')
+        clf = probe.classifier
+        checks = dict(verified=probe.verified, unverified=probe.unverified)
         source = f'recipe checkpoint {args.recipe_checkpoint}'
         out = args.out or osp.dirname(osp.abspath(args.recipe_checkpoint))
     else:
@@ -314,14 +301,20 @@ def cmd_eval(args):
         raise SystemExit(f'no evaluation split in {cache.root}: extract in1k, v2, a, r or sketch first')
     missing = [n for n in VARIANTS if n not in {r['variant'] for r in rows}]
 
-    print(f'linear probe: {source}\nfeatures: {cache.root}\n')
+    print(f'linear probe: {source}\nfeatures: {cache.root}')
+    if checks:
+        if checks['verified']:
+            print('checked against the cache: ' + ', '.join(checks['verified']))
+        for note in checks['unverified']:
+            print(f'NOT VERIFIED: {note}')
+    print()
     print(format_table(rows))
     if missing:
         print(f"\nnot in the cache: {', '.join(VARIANTS[n].title for n in missing)}"
               + (' (ReaL needs real.json next to the val split at extract time)' if 'real' in missing else ''))
     json_path = osp.join(out, 'eval.json')
     write_json(json_path, rows, dict(classifier=source, cache=cache.root, feature=clf.spec,
-                                     lr=None if clf.lr != clf.lr else clf.lr))
+                                     lr=None if clf.lr != clf.lr else clf.lr, recipe_checks=checks))
     print(f'\nsaved: {json_path}')
     if summary is not None:
         print(f"saved: {plot_lr_curves(summary, osp.join(out, 'accuracy_vs_lr.png'))}")

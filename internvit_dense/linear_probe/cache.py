@@ -149,6 +149,15 @@ class FeatureCache:
         return list(self.identity['blocks'])
 
     @property
+    def dim(self) -> int:
+        """Width of every cached array."""
+        for info in self.splits.values():
+            return int(info['dim'])
+        if 'dim' in self.identity:
+            return int(self.identity['dim'])
+        return int(self.identity['arch']['embed_dims'])
+
+    @property
     def splits(self) -> Dict[str, dict]:
         return self.manifest['splits']
 

@@ -1,0 +1,133 @@
+"""A recipe probe (``LinearProbeClassifier`` trained by ``tools/train.py``) scored from cached features.
+
+The cache holds features of one backbone checkpoint at one input size; a probe trained
+on another backbone, another crop or other blocks would still produce numbers, just
+wrong ones. :func:`check_against_cache` compares what the checkpoint's config says
+with the cache's identity and refuses a mismatch; what it cannot compare (a pretrained
+file no longer on this machine, a backbone whose weights live in the checkpoint) it
+reports as unverified instead of passing silently.
+"""
+from __future__ import annotations
+
+import os.path as osp
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+
+from .cache import CacheError, checkpoint_identity
+from .grid import FeatureSpec, ProbeClassifier
+
+ARCH_FIELDS = ('embed_dims', 'depth', 'num_heads', 'mlp_dims', 'norm_type', 'qk_normalization', 'qkv_bias')
+
+
+@dataclass
+class RecipeProbe:
+    classifier: ProbeClassifier
+    model_cfg: Optional[dict]  # None: a checkpoint without mmengine's meta.cfg
+    crop_size: Optional[int]
+    backbone_in_checkpoint: bool = False
+    verified: List[str] = field(default_factory=list)
+    unverified: List[str] = field(default_factory=list)
+
+
+def load_recipe_probe(path: str) -> RecipeProbe:
+    """The head of a ``LinearProbeClassifier`` checkpoint, with the model config it was trained with."""
+    from mmengine.config import Config
+
+    ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    sd = ckpt.get('state_dict', ckpt)
+    missing = [k for k in ('head.bn.running_mean', 'head.bn.running_var', 'head.fc.weight', 'head.fc.bias')
+               if k not in sd]
+    if missing:
+        raise CacheError(f'{path} is not a LinearProbeClassifier checkpoint: no {", ".join(missing)}')
+    model_cfg, crop = None, None
+    cfg_text = (ckpt.get('meta') or {}).get('cfg')
+    if cfg_text:
+        cfg = Config.fromstring(cfg_text, '.py')
+        model_cfg = cfg.model.to_dict()
+        crop = _eval_crop(cfg)
+    n_last = (model_cfg or {}).get('n_last_blocks', 1)
+    avgpool = (model_cfg or {}).get('avgpool', True)
+    spec = FeatureSpec(n_last, avgpool)
+    clf = ProbeClassifier(spec=spec.name, keys=[], lr=float('nan'), mean=sd['head.bn.running_mean'].float(),
+                          var=sd['head.bn.running_var'].float(), eps=(model_cfg or {}).get('bn_eps', 1e-6),
+                          weight=sd['head.fc.weight'].float().t().contiguous(), bias=sd['head.fc.bias'].float())
+    return RecipeProbe(clf, model_cfg, crop, backbone_in_checkpoint=any(k.startswith('backbone.') for k in sd))
+
+
+def _eval_crop(cfg) -> Optional[int]:
+    loader = cfg.get('test_dataloader') or cfg.get('val_dataloader')
+    pipeline = ((loader or {}).get('dataset') or {}).get('pipeline') or []
+    for t in pipeline:
+        if t.get('type') == 'CenterCrop':
+            size = t.get('crop_size')
+            return int(size if isinstance(size, int) else size[0])
+    return None
+
+
+def check_against_cache(probe: RecipeProbe, identity: dict, blocks: List[int], dim: int) -> RecipeProbe:
+    """Binds the probe's feature to the cache's arrays; raises :class:`CacheError` on any mismatch."""
+    from internvit_dense.models.backbones.internvit import resolve_arch
+
+    clf, errors = probe.classifier, []
+    spec = FeatureSpec.parse(clf.spec)
+    want = dim * (spec.n_last + spec.avgpool)
+    if clf.weight.shape[0] != want:
+        raise CacheError(f'the probe takes {clf.weight.shape[0]}-d features; {clf.spec} of this cache is '
+                         f'{want}-d ({dim}-d blocks): it was trained on another backbone')
+    try:
+        clf.keys = spec.keys(blocks)
+    except ValueError as e:
+        raise CacheError(f'the probe reads {clf.spec}: {e}') from None
+    backbone = (probe.model_cfg or {}).get('backbone')
+    if backbone is None:
+        probe.unverified.append('the checkpoint carries no config (meta.cfg): backbone, crop and blocks unchecked')
+        return probe
+
+    arch = resolve_arch(backbone.get('arch', '6b'))
+    cached_arch = identity.get('arch') or {}
+    diff = [f'{k} {arch.get(k)} vs {cached_arch.get(k)}' for k in ARCH_FIELDS
+            if k in cached_arch and arch.get(k) != cached_arch.get(k)]
+    if diff:
+        errors.append('architecture differs (probe vs cache): ' + ', '.join(diff))
+    else:
+        probe.verified.append('architecture')
+    depth = arch['depth']
+    wanted_blocks = list(range(depth - spec.n_last, depth))
+    if [b for kind, b in clf.keys if kind == 'cls'] != wanted_blocks:
+        errors.append(f'the probe reads blocks {wanted_blocks} of {depth}; the cache holds blocks {blocks}')
+    else:
+        probe.verified.append(f'blocks {wanted_blocks}')
+    if probe.crop_size is not None and identity.get('img_size') not in (None, probe.crop_size):
+        errors.append(f'the probe was evaluated at {probe.crop_size} px; the cache holds {identity["img_size"]} px '
+                      'features')
+    elif probe.crop_size is not None:
+        probe.verified.append(f'{probe.crop_size} px crop')
+
+    cached_ckpt = identity.get('checkpoint') or {}
+    init = backbone.get('init_cfg') or {}
+    if probe.backbone_in_checkpoint:
+        probe.unverified.append('backbone weights are inside the probe checkpoint; the cache was extracted from '
+                                f'{_describe(cached_ckpt)} and the two are not compared')
+    elif init.get('type') == 'Pretrained' and init.get('checkpoint'):
+        path = init['checkpoint']
+        if not osp.exists(path):
+            probe.unverified.append(f'backbone weights: {path} (the probe\'s pretrained file) is not on this machine')
+        elif checkpoint_identity(path) != cached_ckpt:
+            errors.append(f'backbone weights: the probe was trained on {path}; the cache was extracted from '
+                          f'{_describe(cached_ckpt)}')
+        else:
+            probe.verified.append(f'backbone weights ({osp.basename(path)})')
+    else:
+        probe.unverified.append('the probe\'s backbone has no pretrained checkpoint in its config')
+    if errors:
+        raise CacheError('the recipe checkpoint does not match the feature cache:\n  - ' + '\n  - '.join(errors))
+    return probe
+
+
+def _describe(ckpt_identity: dict) -> str:
+    files = ckpt_identity.get('files')
+    if files:
+        return ', '.join(f[0] for f in files)
+    return ckpt_identity.get('kind', 'an unknown checkpoint') + (' backbone' if ckpt_identity.get('kind') else '')
