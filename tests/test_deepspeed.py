@@ -277,6 +277,27 @@ def test_bf16_zero2_loss_goes_down(data, init_weights, tmp_path):
     assert shard['module']['backbone.blocks.0.attn.qkv.weight'].dtype == torch.bfloat16
 
 
+def test_adapter_bf16_zero1_loss_goes_down(data, tmp_path):
+    """The ViT-Adapter with DeepSpeed bf16, which casts the whole model (mmcv's deformable attention
+    included) to bf16; it used to stop at grid_sample with a float32 grid for a bf16 value."""
+    config = tmp_path / 'adapter_fixed_batch.py'
+    config.write_text(FIXED_BATCH.format(base=os.path.join(ROOT, TINY.format('adapter_upernet_frozen'))))
+    work = tmp_path / 'work'
+    iters = 6
+    train(work, config, 1, '--deepspeed', 1, '--deepspeed-precision', 'bf16', options=[
+        f'train_dataloader.dataset.data_root={data}', 'train_dataloader.dataset.indices=2',
+        'train_dataloader.batch_size=2', f'train_cfg.max_iters={iters}', f'param_scheduler.0.end={iters}',
+        'param_scheduler.0.start_factor=1.0', f'default_hooks.checkpoint.interval={iters}',
+        'default_hooks.checkpoint.save_best=None', 'default_hooks.logger.interval=1', 'log_processor.window_size=1',
+        'randomness.seed=0', 'val_dataloader=None', 'val_cfg=None', 'val_evaluator=None'])
+    got = losses(work)
+    print(f'  adapter bf16 ZeRO-1 losses on a fixed batch: {got}')
+    assert len(got) == iters
+    assert got[-1] < 0.95 * got[0], got
+    shard = load_ckpt(work / f'iter_{iters}.pth' / 'mp_rank_00_model_states.pt')
+    assert shard['module']['backbone.interactions.0.injector.attn.value_proj.weight'].dtype == torch.bfloat16
+
+
 def test_frozen_single_process_zero3_consolidated_checkpoint_tests_the_same(data, init_weights, tmp_path):
     """One process (--launcher none: the rendezvous environment is set for the user), ZeRO-3, frozen
     backbone: the backbone comes out bit-identical, and the consolidated checkpoint evaluated by

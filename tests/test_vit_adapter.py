@@ -178,6 +178,26 @@ def test_full_tuning_gradients_reach_adapter_and_vit():
         assert any(n.startswith(prefix) for n in nonzero), prefix
 
 
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_a_model_cast_to_half_precision_runs_like_the_float32_one(dtype):
+    """DeepSpeed bf16/fp16 casts the whole model: mmcv's CPU path must get a grid in the value's dtype."""
+    model = tiny_adapter().train()
+    with torch.no_grad():  # gamma != 0, so that the injectors' attention is in the outputs
+        for interaction in model.interactions:
+            interaction.injector.gamma.fill_(0.5)
+    images = torch.randn(2, 3, 98, 126)
+    reference = model(images)
+    half = model.to(dtype)
+    outs = half(images.to(dtype))
+    assert all(o.dtype == dtype for o in outs)
+    for got, want in zip(outs, reference):
+        error = (got.float() - want).norm() / want.norm()
+        assert error < 0.05, error.item()  # bf16 keeps ~3 significant digits
+    loss_of([o.float() for o in outs]).backward()
+    grads = [p.grad for n, p in half.named_parameters() if n.startswith('interactions.0.injector.attn.')]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
 def test_frozen_vit_stays_bit_identical_and_injectors_still_learn():
     model = tiny_adapter(frozen=True).train()
     assert not model.vit.training, 'a frozen ViT stays in eval mode'

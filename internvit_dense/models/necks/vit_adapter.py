@@ -88,6 +88,18 @@ def deform_inputs(queries: Sequence[Level], values: Sequence[Level], device=None
     return DeformInputs(ref[None], shapes, starts)
 
 
+def in_dtype_of(inputs: DeformInputs, tokens: torch.Tensor) -> dict:
+    """``inputs`` as mmcv's keyword arguments, reference points in the tokens' dtype.
+
+    A model cast to bf16/fp16 (DeepSpeed, ``model.half()``) has half-precision sampling
+    offsets but float32 reference points; their sum stays float32 and mmcv's CPU path
+    then hands ``grid_sample`` a float32 grid for a half-precision value, which it
+    refuses. mmcv's CUDA kernel casts the locations to the value's dtype anyway.
+    Under autocast the tokens are float32 and nothing changes.
+    """
+    return inputs._replace(reference_points=inputs.reference_points.to(tokens.dtype))._asdict()
+
+
 def resample(feat: torch.Tensor, src: Level, dst: Level) -> torch.Tensor:
     """``feat`` (B, C, src.h, src.w) bilinearly sampled at the centres of ``dst``'s pixels."""
     grid = centres_on(dst, src, feat.device).to(feat.dtype).view(1, dst.h, dst.w, 2) * 2 - 1
@@ -187,7 +199,7 @@ class Injector(nn.Module):
         # so identity is a 0-d zero and mmcv hands back the bare attention (exactly: a + 0 == a).
         # identity=x would add x unscaled; subtracting x afterwards would not be exact.
         attn = self.attn(query=self.query_norm(x), value=self.feat_norm(c), identity=x.new_zeros(()),
-                         **inputs._asdict())
+                         **in_dtype_of(inputs, x))
         return x + self.gamma * attn
 
 
@@ -208,7 +220,7 @@ class Extractor(nn.Module):
     def forward(self, c: torch.Tensor, x: torch.Tensor, inputs: DeformInputs,
                 levels: Sequence[Level]) -> torch.Tensor:
         # identity=c: mmcv's own residual (attention + identity, no dropout) is exactly this one.
-        c = self.attn(query=self.query_norm(c), value=self.feat_norm(x), identity=c, **inputs._asdict())
+        c = self.attn(query=self.query_norm(c), value=self.feat_norm(x), identity=c, **in_dtype_of(inputs, c))
         return c + self.drop_path(self.ffn(self.ffn_norm(c), levels))
 
 
