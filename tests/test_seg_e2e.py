@@ -51,6 +51,7 @@ def test_linear_frozen_learns_and_backbone_stays_bit_identical(data_root, tmp_pa
     assert miou > MIN_MIOU['linear_frozen']
     pngs = [f for _, _, fs in os.walk(tmp_path / 'vis') for f in fs if f.endswith('.png')]
     assert len(pngs) == 24
+    assert f"prediction overlays: 24 images in {tmp_path / 'vis' / 'vis_data' / 'vis_image'}" in proc.stdout
 
 
 def test_upernet_full_learns(data_root, tmp_path):

@@ -22,4 +22,5 @@ echo "demo done:"
 echo "  data:        $ROOT/$DATA"
 echo "  checkpoint:  $CKPT"
 echo "  logs:        $ROOT/$WORK_DIR (TensorBoard: tensorboard --logdir $WORK_DIR)"
-echo "  overlays:    $(ls -d "$ROOT/$WORK_DIR"/overlays/vis_image 2>/dev/null || echo "$ROOT/$WORK_DIR/overlays")"
+OVERLAY=$(find "$ROOT/$WORK_DIR/overlays" -name '*.png' -print -quit)
+echo "  overlays:    $(dirname "${OVERLAY:-$ROOT/$WORK_DIR/overlays/none}")  (ground truth left, prediction right)"

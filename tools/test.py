@@ -1,5 +1,6 @@
 """Evaluates a checkpoint: python tools/test.py CONFIG CHECKPOINT [--show-dir DIR] [--out DIR]."""
 import argparse
+import os
 import os.path as osp
 import sys
 
@@ -40,6 +41,18 @@ def direct_output(evaluator, out_dir):
     return ', '.join(written)
 
 
+def overlay_summary(show_dir: str) -> str:
+    """Where the overlays landed: the local backend nests them as <dir>/vis_data/vis_image/."""
+    folders = {}
+    for dirpath, _, files in os.walk(show_dir):
+        n = sum(f.lower().endswith(('.png', '.jpg')) for f in files)
+        if n:
+            folders[osp.abspath(dirpath)] = n
+    if not folders:
+        return f'none written into {osp.abspath(show_dir)}'
+    return ', '.join(f'{n} images in {d}' for d, n in sorted(folders.items()))
+
+
 def main(argv=None):
     args = parse_args(argv)
     allow_full_checkpoint_loading()
@@ -70,7 +83,7 @@ def main(argv=None):
     metrics = runner.test()
     print('\n'.join([f'test results of {args.checkpoint}:'] + [f'  {k}: {v}' for k, v in metrics.items()]))
     if args.show_dir:
-        print(f'prediction overlays: {osp.abspath(args.show_dir)}')
+        print(f'prediction overlays: {overlay_summary(args.show_dir)}')
     if args.out:
         print(f'{out_kind}: {osp.abspath(args.out)}')
 
