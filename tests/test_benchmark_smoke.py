@@ -34,3 +34,25 @@ def test_quick_benchmark_reports_both_implementations(tmp_path):
     record = json.loads(out_json.read_text())
     assert record['results']['forward/ours']['ips_median'] == pytest.approx(ours, abs=1e-3)  # printed to 3 decimals
     assert not record['errors']
+
+
+def test_quick_linear_probe_benchmark_prints_what_it_measured(tmp_path):
+    out_json = tmp_path / 'lp.json'
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'benchmark_linear_probe.py'), '--quick',
+                           '--backbone', 'tiny', '--backbone-images', '32', '--backbone-batch', '16',
+                           '--threads', '1', '--json', str(out_json)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, f'benchmark failed:\n{proc.stdout}\n{proc.stderr}'
+    out = proc.stdout
+    record = json.loads(out_json.read_text())
+    # the printed ratios are the recorded measurements, not constants
+    over_cache = re.search(rf'grid of 16 classifiers = {NUMBER}x one classifier per pass over the cache', out)
+    assert over_cache, out
+    assert float(over_cache.group(1)) == pytest.approx(record['ratio'], abs=0.006)
+    assert record['seconds']['grid'] > 0 and record['seconds']['one'] > 0
+    assert record['ratio'] == pytest.approx(record['seconds']['grid'] / record['seconds']['one'])
+    with_backbone = re.search(rf'= {NUMBER}x one classifier per pass with the backbone in the pass', out)
+    assert with_backbone, out
+    measured = record['measured_with_backbone']
+    assert measured['images'] == 32 and measured['seconds']['one'] > 0
+    assert float(with_backbone.group(1)) == pytest.approx(measured['ratio'], abs=6e-4)

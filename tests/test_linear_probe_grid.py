@@ -59,12 +59,14 @@ def gaussian_cache(tmp_path_factory):
     return cache, gen, data
 
 
-def test_sweep_matches_sklearn_logistic_regression(gaussian_cache, tmp_path):
+@pytest.mark.parametrize('precision', ['fp32', 'bf16'])
+def test_sweep_matches_sklearn_logistic_regression(gaussian_cache, tmp_path, precision):
     from sklearn.linear_model import LogisticRegression
 
     cache, gen, data = gaussian_cache
-    summary = run_sweep(cache, str(tmp_path), epochs=30, batch_size=256, holdout=0.1, progress=False,
-                        log=lambda *a: None)
+    summary = run_sweep(cache, str(tmp_path), epochs=30, batch_size=256, holdout=0.1, precision=precision,
+                        progress=False, log=lambda *a: None)
+    assert summary['precision'] == precision
     (ytr, tr), (yte, te) = data['train'], data['in1k']
     best = summary['best']
     keys = FeatureSpec.parse(best['feature']).keys(BLOCKS)
@@ -78,7 +80,7 @@ def test_sweep_matches_sklearn_logistic_regression(gaussian_cache, tmp_path):
     # The known answer: all four blocks plus the mean patch carry the most signal.
     assert best['feature'] == 'last4+avgpool'
     sk = sklearn_accuracy(keys)
-    print(f"sweep best {best['feature']} lr {best['lr']}: val {best['val']:.2f}, sklearn {sk:.2f}, "
+    print(f"sweep ({precision}) best {best['feature']} lr {best['lr']}: val {best['val']:.2f}, sklearn {sk:.2f}, "
           f"Bayes {gen.bayes_accuracy(yte, te, keys):.2f}")
     assert best['val'] >= sk - 1.5
     assert best['val'] <= gen.bayes_accuracy(yte, te, keys) + 1.5  # no classifier beats Bayes beyond noise

@@ -3,6 +3,7 @@
 
     python tools/benchmark_linear_probe.py                  # 1024-d features, 1000 classes, 8 lrs x 4 features
     python tools/benchmark_linear_probe.py --dim 3200 --images 4096 --cold
+    python tools/benchmark_linear_probe.py --precision bf16 --backbone 300m   # + a real backbone in the pass
     python tools/benchmark_linear_probe.py --quick          # seconds; smoke test
 
 It writes a cache of random features (the same files ``extract`` writes), then times
@@ -16,11 +17,15 @@ With ``--cold`` the cache files are evicted from the page cache before every pas
 (``posix_fadvise(DONTNEED)``), as when a 6B cache of ImageNet (tens of GB) does not
 fit in memory and every pass reads the disk.
 
+With ``--backbone 300m`` (or ``tiny``) it also times passes in which a real InternViT
+(random weights, ``--backbone-precision``) computes the features of every batch, DINOv2's
+setting without a cache: one probe vs the grid on the same backbone outputs.
+
 The grid shares reading, conversion and batch normalisation; its GEMMs cannot be
 shared (every classifier has its own weights), so the ratio grid / one probe is set by
-how much of a pass is data movement. The script prints both the measured ratio and the
-analytic FLOP ratio, and the same ratio when each pass also runs the backbone (the
-DINOv2 setting without a cache), where the heads are noise next to a 6B forward.
+how much of a pass is shared work: over a warm cache almost nothing is, with a backbone
+in the pass almost everything is. The script prints the measured ratios and the analytic
+FLOP ratios.
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from internvit_dense.linear_probe.cache import FeatureCache, array_name  # noqa: E402
-from internvit_dense.linear_probe.grid import (RECIPE_SPEC, LinearGrid, feature_batches, make_specs,  # noqa: E402
+from internvit_dense.linear_probe.grid import (PRECISIONS, RECIPE_SPEC, LinearGrid, feature_batches, make_specs,  # noqa: E402
                                                train_grid)
 
 # Backbone forward FLOPs per image, 2 x parameters x tokens (attention's N^2 term added below).
@@ -88,6 +93,29 @@ def time_pass(cache: FeatureCache, make_grid, batch: int, cold: bool, device: to
     return elapsed
 
 
+BACKBONE_ARCHS = {'tiny': dict(embed_dims=64, depth=4, num_heads=4), '300m': '300m'}
+
+
+def time_backbone_pass(model, make_grid, images: int, batch: int, classes: int, blocks: int, dtype,
+                       img_size: int = 224) -> float:
+    """One pass in which ``model`` computes every batch's features (cls + mean patch of its last
+    ``blocks`` blocks) and the classifiers of ``make_grid()`` train on them."""
+    grid = make_grid()
+    gen = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    for _ in range(images // batch):
+        pixels = torch.randn(batch, 3, img_size, img_size, generator=gen).to(dtype)
+        with torch.no_grad():
+            outs = model.get_intermediate_layers(pixels, n=blocks, return_class_token=True)
+        arrays = {}
+        for b, (patches, cls_tok) in enumerate(outs):
+            arrays[('cls', b)], arrays[('patch', b)] = cls_tok.float(), patches.float().mean(dim=1)
+        labels = torch.randint(classes, (batch,), generator=gen)
+        grid.loss(grid(arrays, train=True), labels).backward()
+        grid.step(1.0, batch)
+    return time.perf_counter() - start
+
+
 def head_flops(specs, lrs: int, dim: int, classes: int) -> float:
     """Per image: logits and weight gradient, two GEMMs (features need no gradient)."""
     return sum(2 * 2 * dim * (s.n_last + s.avgpool) * classes * lrs for s in specs)
@@ -104,8 +132,17 @@ def main(argv=None):
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--cold', action='store_true', help='evict the cache from the page cache before each pass')
     p.add_argument('--device', default='cpu')
+    p.add_argument('--precision', choices=PRECISIONS, default='fp32',
+                   help="the classifiers' GEMMs (default: %(default)s; bf16 is fast where the CPU has AMX)")
     p.add_argument('--threads', type=int, default=None,
                    help="torch CPU threads (default: torch's); 1 avoids OpenMP thrashing on a shared machine")
+    p.add_argument('--backbone', choices=['none', 'tiny', '300m'], default='none',
+                   help='also time passes that run this backbone on every batch (300m: minutes on a CPU)')
+    p.add_argument('--backbone-images', type=int, default=64, help='images per backbone pass (default: %(default)s)')
+    p.add_argument('--backbone-batch', type=int, default=32,
+                   help='images per step (default: %(default)s; the recipe steps on 1024: the grid updates its '
+                        'weights once per step, whatever the batch, so the ratio falls as the batch grows)')
+    p.add_argument('--backbone-precision', choices=['fp32', 'bf16'], default='bf16')
     p.add_argument('--quick', action='store_true', help='small sizes, one repeat')
     p.add_argument('--json', help='also write the results here')
     args = p.parse_args(argv)
@@ -119,13 +156,16 @@ def main(argv=None):
     n_grid = len(grid_specs) * args.lrs
 
     def single(spec=RECIPE_SPEC):
-        return lambda: LinearGrid([spec], [0.1], blocks, args.dim, args.classes).to(device)
+        return lambda: LinearGrid([spec], [0.1], blocks, args.dim, args.classes,
+                                  precision=args.precision).to(device)
 
     def grid():
-        return LinearGrid(grid_specs, np.geomspace(0.005, 1.0, args.lrs), blocks, args.dim, args.classes).to(device)
+        return LinearGrid(grid_specs, np.geomspace(0.005, 1.0, args.lrs), blocks, args.dim, args.classes,
+                          precision=args.precision).to(device)
 
     print(f'benchmark: {args.images} images x {args.blocks} blocks x {args.dim}-d (cls + mean patch, float16 on '
-          f'disk), {args.classes} classes, batch {args.batch}, {torch.get_num_threads()} threads on {device}, '
+          f'disk), {args.classes} classes, batch {args.batch}, {args.precision} GEMMs, {torch.get_num_threads()} threads '
+          f'on {device}, '
           f'{"cold (page cache evicted before each pass)" if args.cold else "warm page cache"}')
     with tempfile.TemporaryDirectory(prefix='lp_bench_') as tmp:
         cache = build_cache(osp.join(tmp, 'cache'), args.images, args.dim, args.blocks, args.classes)
@@ -170,6 +210,14 @@ def main(argv=None):
         bb_lines.append((name, (fwd + many) / (fwd + one)))
     print('with the backbone run in every pass instead (no cache, 224 px, 1000 classes), analytic FLOPs: '
           + ', '.join(f'{n}: grid = {r:.3f}x one probe' for n, r in bb_lines))
+    measured_bb = None
+    if args.backbone != 'none':
+        measured_bb = backbone_ratio(args, grid_specs, blocks)
+        per_image = measured_bb['seconds']['one'] / measured_bb['images']
+        if args.backbone == '300m' and args.dim == 1024:  # the cache passes above had the 300M's width
+            print(f"per image and pass: the {n_grid}-classifier grid over the cache {1e3 * t['grid'] / args.images:.2f}"
+                  f" ms; one probe with the 300M backbone in the pass (the recipe through tools/train.py) "
+                  f"{1e3 * per_image:.1f} ms: the cached grid costs {t['grid'] / args.images / per_image:.3f}x that")
     if ratio > 1.2:
         print(f'note: over a cache the heads dominate here ({t["reading"] / t["one"]:.0%} of a one-probe pass is '
               'reading); every classifier has its own GEMMs, so the grid approaches 1x one probe only where work '
@@ -178,8 +226,40 @@ def main(argv=None):
         with open(args.json, 'w') as f:
             json.dump(dict(vars(args), seconds=t, all_seconds=times, ratio=ratio, one_by_one_seconds=separate,
                            head_flop_ratio=flop_ratio,
-                           cache_mb=size_mb, with_backbone=dict(bb_lines)), f, indent=1)
+                           cache_mb=size_mb, with_backbone=dict(bb_lines), measured_with_backbone=measured_bb),
+                      f, indent=1)
         print(f'saved: {args.json}')
+
+
+def backbone_ratio(args, grid_specs, blocks) -> dict:
+    from internvit_dense.models.backbones import InternViT
+
+    dtype = dict(fp32=torch.float32, bf16=torch.bfloat16)[args.backbone_precision]
+    torch.manual_seed(0)
+    model = InternViT(arch=BACKBONE_ARCHS[args.backbone], img_size=224, frozen=True).eval().to(dtype)
+    dim = model.embed_dims
+    runs = dict(
+        one=lambda: LinearGrid([RECIPE_SPEC], [0.1], blocks, dim, args.classes, precision=args.precision),
+        grid=lambda: LinearGrid(grid_specs, np.geomspace(0.005, 1.0, args.lrs), blocks, dim, args.classes,
+                                precision=args.precision))
+    n = args.backbone_images // args.backbone_batch * args.backbone_batch
+    print(f'\nwith the backbone in the pass: InternViT {args.backbone} ({model.depth} blocks x {dim}-d, '
+          f'{args.backbone_precision}, random weights), {n} images of 224 px per pass, batch {args.backbone_batch}')
+    times = {name: [] for name in runs}
+    for name, factory in runs.items():  # untimed warm-up pass each
+        time_backbone_pass(model, factory, args.backbone_batch, args.backbone_batch, args.classes, len(blocks), dtype)
+    for _ in range(args.repeats):
+        for name, factory in runs.items():
+            times[name].append(time_backbone_pass(model, factory, n, args.backbone_batch, args.classes,
+                                                  len(blocks), dtype))
+    t = {name: statistics.median(v) for name, v in times.items()}
+    n_grid = len(grid_specs) * args.lrs
+    print(f"{'backbone + one probe (recipe)':<44}{1:>12}{t['one']:>10.3f}{1:>13.2f}")
+    print(f"{'backbone + grid, one pass':<44}{n_grid:>12}{t['grid']:>10.3f}{t['grid'] / t['one']:>13.3f}")
+    print(f"grid of {n_grid} classifiers = {t['grid'] / t['one']:.3f}x one classifier per pass with the backbone "
+          f'in the pass (measured, batch {args.backbone_batch})')
+    return dict(backbone=args.backbone, precision=args.backbone_precision, images=n, seconds=t, all_seconds=times,
+                ratio=t['grid'] / t['one'])
 
 
 if __name__ == '__main__':

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from . import scoring
 from .cache import Key, SplitFeatures
 
+PRECISIONS = ('fp32', 'bf16')
 BASE_BATCH = 512  # the recipe's learning rates are per 512 images, scaled linearly with the batch
 DEFAULT_LRS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -81,8 +82,11 @@ class LinearGrid(nn.Module):
 
     def __init__(self, specs: Sequence[FeatureSpec], lrs: Sequence[float], blocks: Sequence[int], dim: int,
                  num_classes: int, bn_eps: float = 1e-6, bn_momentum: float = 0.1, init_std: float = 0.01,
-                 seed: int = 0):
+                 seed: int = 0, precision: str = 'fp32'):
         super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
+        self.precision = precision
         self.specs = list(specs)
         self.lrs = [float(lr) for lr in lrs]
         self.blocks = list(blocks)
@@ -133,10 +137,12 @@ class LinearGrid(nn.Module):
         """Logits (B, L, K) for each spec, L = number of learning rates."""
         z = self.normalise(arrays, train)
         logits = []
-        for keys, w, b in zip(self.spec_keys, self.weights, self.biases):
-            x = torch.cat([z[k] for k in keys], dim=1) if len(keys) > 1 else z[keys[0]]
-            out = x @ w.view(w.shape[0], -1)
-            logits.append(out.view(x.shape[0], *b.shape) + b)
+        # bf16: the GEMMs only (AMP-style); weights, BatchNorm, loss and the SGD step stay fp32.
+        with torch.autocast(self.lr_vector.device.type, dtype=torch.bfloat16, enabled=self.precision == 'bf16'):
+            for keys, w, b in zip(self.spec_keys, self.weights, self.biases):
+                x = torch.cat([z[k] for k in keys], dim=1) if len(keys) > 1 else z[keys[0]]
+                out = x @ w.view(w.shape[0], -1)
+                logits.append(out.float().view(x.shape[0], *b.shape) + b)
         return logits
 
     # ------------------------------------------------------------------ train
@@ -161,10 +167,12 @@ class LinearGrid(nn.Module):
                 buf = self._momentum[i] = g.clone()
             else:
                 buf.mul_(momentum).add_(g)
-            d = g.add(buf, alpha=momentum) if nesterov else buf
+            # In place, and no temporaries: with many classifiers the weights are hundreds of MB and
+            # this update is memory-bound (3x faster than out-of-place). The gradient is dropped below.
+            d = g.add_(buf, alpha=momentum) if nesterov else buf
             # The learning-rate axis is dim 1 of a weight (D, L, K) and dim 0 of a bias (L, K).
             shape = (1, -1, 1) if p.dim() == 3 else (-1, 1)
-            p.sub_(d * lr.view(shape))
+            p.addcmul_(d, lr.view(shape), value=-1)
             p.grad = None
 
     # ----------------------------------------------------------------- export

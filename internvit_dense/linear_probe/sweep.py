@@ -28,8 +28,8 @@ SWEEP_JSON, BEST_FILE = 'sweep.json', 'best_classifier.pth'
 def run_sweep(cache: FeatureCache, out_dir: str, lrs: Sequence[float] = DEFAULT_LRS,
               n_lasts: Sequence[int] = (1, 4), avgpool: Sequence[bool] = (False, True), epochs: int = 10,
               warmup_epochs: float = 1.0, batch_size: int = 1024, holdout: float = 0.02, select_on: str = 'holdout',
-              momentum: float = 0.9, seed: int = 0, device: str = 'cpu', progress: bool = True,
-              log=print) -> dict:
+              momentum: float = 0.9, seed: int = 0, device: str = 'cpu', precision: str = 'fp32',
+              progress: bool = True, log=print) -> dict:
     """Trains ``len(lrs) x len(n_lasts) x len(avgpool)`` probes in one pass; writes ``sweep.json``
     and ``best_classifier.pth`` into ``out_dir`` and returns the summary."""
     if select_on not in ('holdout', 'val'):
@@ -50,10 +50,10 @@ def run_sweep(cache: FeatureCache, out_dir: str, lrs: Sequence[float] = DEFAULT_
 
     dev = torch.device(device)
     grid = LinearGrid(specs, lrs, cache.blocks, train.arrays[('cls', cache.blocks[-1])].shape[1], len(classes),
-                      seed=seed).to(dev)
+                      seed=seed, precision=precision).to(dev)
     log(f'sweep: {grid.num_classifiers} classifiers ({len(specs)} features x {len(lrs)} learning rates) on '
         f'{len(fit)} training images ({train.views} view(s) each), {len(held)} held out, {epochs} epochs, '
-        f'batch {min(batch_size, len(fit))}, device {dev}')
+        f'batch {min(batch_size, len(fit))}, {precision} GEMMs on {dev}')
     losses = train_grid(grid, train, fit, epochs, warmup_epochs, batch_size, momentum, seed=seed, progress=progress)
     train_seconds = time.time() - start
 
@@ -75,7 +75,8 @@ def run_sweep(cache: FeatureCache, out_dir: str, lrs: Sequence[float] = DEFAULT_
     summary = dict(cache=cache.root, cache_key=cache.manifest['key'], blocks=cache.blocks, classes=list(classes),
                    select_on=select_on, holdout_fraction=holdout if select_on == 'holdout' else 0.0,
                    num_fit=int(len(fit)), num_holdout=int(len(held)), epochs=epochs, warmup_epochs=warmup_epochs,
-                   batch_size=min(batch_size, len(fit)), momentum=momentum, seed=seed, losses=losses,
+                   batch_size=min(batch_size, len(fit)), momentum=momentum, seed=seed, precision=precision,
+                   losses=losses,
                    train_seconds=round(train_seconds, 2), num_classifiers=grid.num_classifiers,
                    results=results, best=best)
 
@@ -117,6 +118,14 @@ def lr_curve(summary: dict, metric: str) -> dict:
             xs.append(r['lr'])
             ys.append(r[metric])
     return curves
+
+
+def resolve_precision(precision: Optional[str], device: str) -> str:
+    """bf16 GEMMs on a GPU (the recipe trains with AMP), float32 on a CPU unless asked: bf16 is only
+    fast on CPUs with AMX / AVX512-BF16, and slower than float32 elsewhere."""
+    if precision:
+        return precision
+    return 'bf16' if device.startswith('cuda') else 'fp32'
 
 
 def resolve_device(device: Optional[str]) -> str:
