@@ -6,7 +6,7 @@
 # Checkpoints hold the head only (26 MB); loading one takes the backbone from init_cfg's checkpoint.
 # Scoring on the variants: tools/test.py CONFIG CKPT --cfg-options test_dataloader.dataset.variant=a, or all
 # at once from cached features: tools/linear_probe.py eval --cache ... --recipe-checkpoint CKPT.
-# Not reproduced: InternVL's trainer also kept an EMA of the head (decay 0.998).
+# No EMA of the head: InternVL's linear-probing config carries one (decay 0.998) but switched off.
 _base_ = ['../_base_/datasets/imagenet_linear_probe.py', '../_base_/schedules/linear_probe_10e.py',
           '../_base_/default_runtime_cls.py']
 model = dict(
