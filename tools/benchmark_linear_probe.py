@@ -248,10 +248,11 @@ def backbone_ratio(args, grid_specs, blocks) -> dict:
     times = {name: [] for name in runs}
     for name, factory in runs.items():  # untimed warm-up pass each
         time_backbone_pass(model, factory, args.backbone_batch, args.backbone_batch, args.classes, len(blocks), dtype)
-    for _ in range(args.repeats):
+    for r in range(args.repeats):
         for name, factory in runs.items():
             times[name].append(time_backbone_pass(model, factory, n, args.backbone_batch, args.classes,
                                                   len(blocks), dtype))
+            print(f'  round {r + 1}/{args.repeats}: backbone + {name}: {times[name][-1]:.2f} s', flush=True)
     t = {name: statistics.median(v) for name, v in times.items()}
     n_grid = len(grid_specs) * args.lrs
     print(f"{'backbone + one probe (recipe)':<44}{1:>12}{t['one']:>10.3f}{1:>13.2f}")
