@@ -23,6 +23,7 @@ TINY_VIT = dict(arch=dict(embed_dims=32, depth=4, num_heads=2, mlp_dims=64), img
 TINY_ADAPTER = dict(num_heads=2, conv_inplanes=8, extra_extractors=2)  # values 32 * 0.5 = 16 -> 8 per head
 CONFIG_6B = 'configs/segmentation/internvit_6b_adapter_upernet_frozen_ade20k_504.py'
 CONFIG_6B_448 = 'configs/segmentation/internvit_6b_448_adapter_upernet_frozen_ade20k_504.py'
+CONFIG_6B_FULL = 'configs/segmentation/internvit_6b_adapter_upernet_full_ade20k_504.py'
 CONFIG_TINY = 'configs/segmentation/tiny/tiny_adapter_upernet_frozen_synthetic.py'
 
 
@@ -291,6 +292,14 @@ def test_6b_adapter_config_on_meta():
 
     _, model = build_on_meta(CONFIG_6B_448)
     assert model.backbone.depth == 45 and model.backbone.interaction_indexes[-1] == (34, 44)
+
+    cfg, full = build_on_meta(CONFIG_6B_FULL)
+    assert not full.backbone.frozen and full.backbone.with_cp
+    assert all(p.requires_grad for p in full.parameters())
+    assert sum(p.numel() for p in full.parameters()) == total
+    assert cfg.model.backbone.vit.drop_path_rate == 0.4
+    assert cfg.optim_wrapper.paramwise_cfg == dict(layer_decay_rate=0.95, no_decay_names=['level_embed'])
+    assert cfg.optim_wrapper.constructor == 'LayerDecayOptimWrapperConstructor'
 
 
 def test_registered_as_backbone_in_mmseg_and_mmdet():
