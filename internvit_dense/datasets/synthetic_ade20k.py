@@ -24,14 +24,14 @@ along every shape boundary is left at 0, like the unlabelled seams of real ADE
 annotations.
 """
 import colorsys
-import json
 import os
-import shutil
 import time
 from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
+
+from .synthetic_root import prepare_root, read_completion_marker, write_completion_marker
 
 # ADE20K file values (1-based; mmseg class index is value - 1).
 BACKGROUND_CLASS = 1  # wall
@@ -54,8 +54,6 @@ CLASS_NAMES: Dict[int, str] = {BACKGROUND_CLASS: 'wall', **{v: s['name'] for v, 
 IGNORE_VALUE = 0
 
 SPLITS = (('training', 'ADE_train'), ('validation', 'ADE_val'))
-MARKER = '.complete'
-# Written before anything else, so that overwrite=True only ever deletes folders this module made.
 OWNER_STAMP = '.synthetic_ade20k'
 JPEG_QUALITY = 90
 
@@ -97,7 +95,8 @@ def generate_synthetic_ade20k(root: str,
         raise ValueError('num_train and num_val must be >= 0')
 
     root = os.path.abspath(root)
-    _prepare_root(root, overwrite)
+    prepare_root(root, overwrite, dataset='ADE20K', owner_stamp=OWNER_STAMP,
+                 generated=[f'{sub}/{split}' for sub in ('images', 'annotations') for split, _ in SPLITS])
 
     start = time.time()
     counts = np.zeros(256, dtype=np.int64)
@@ -135,11 +134,7 @@ def generate_synthetic_ade20k(root: str,
         paths=summary_paths,
         seconds=round(time.time() - start, 3),
     )
-    # The marker goes last: a run that dies earlier leaves a root without it.
-    tmp = os.path.join(root, MARKER + '.tmp')
-    with open(tmp, 'w') as f:
-        json.dump(summary, f, indent=1)
-    os.replace(tmp, os.path.join(root, MARKER))
+    write_completion_marker(root, summary)
     return summary
 
 
@@ -159,10 +154,8 @@ def is_complete(root: str) -> bool:
 
 def read_summary(root: str) -> Optional[dict]:
     """The summary a finished run stored, or None if there is no (readable) marker."""
-    try:
-        with open(os.path.join(root, MARKER)) as f:
-            summary = json.load(f)
-    except (OSError, ValueError):
+    summary = read_completion_marker(root)
+    if summary is None:
         return None
     # JSON turned the integer class values into strings.
     summary['class_names'] = {int(k): v for k, v in summary['class_names'].items()}
@@ -328,31 +321,6 @@ def _check_classes(classes):
         raise ValueError(f'classes must be a non-empty subset of {SHAPE_CLASSES} (ADE20K file values), '
                          f'got {sorted(classes)}')
     return chosen
-
-
-def _prepare_root(root, overwrite):
-    if os.path.exists(root) and not os.path.isdir(root):
-        raise NotADirectoryError(f'{root} exists and is not a directory')
-    if os.path.isdir(root) and os.listdir(root):
-        if not overwrite:
-            raise FileExistsError(f'{root} is not empty; pass overwrite=True (--overwrite) to replace the '
-                                  'synthetic ADE20K set in it')
-        split_dirs = [os.path.join(root, sub, split) for sub in ('images', 'annotations') for split, _ in SPLITS]
-        # Guards e.g. a real ADE20K root given by mistake: its images would be deleted below.
-        if any(os.path.exists(d) for d in split_dirs) and not os.path.exists(os.path.join(root, OWNER_STAMP)):
-            raise FileExistsError(f'{root} holds images/ or annotations/ folders that this generator did not '
-                                  f'write (no {OWNER_STAMP} file); refusing to overwrite them')
-        # Marker first, so that a run interrupted from here on never looks complete.
-        for name in (MARKER, MARKER + '.tmp'):
-            if os.path.exists(os.path.join(root, name)):
-                os.remove(os.path.join(root, name))
-        # Whole split folders go: stale files from a larger earlier set would otherwise be read too.
-        for d in split_dirs:
-            shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(root, exist_ok=True)
-    with open(os.path.join(root, OWNER_STAMP), 'w') as f:
-        f.write('Written by internvit_dense.datasets.synthetic_ade20k; generate_synthetic_ade20k(overwrite=True) '
-                'may delete images/ and annotations/ here.\n')
 
 
 def _progress(items, enabled, desc):

@@ -24,7 +24,6 @@ so no polygon covers a hidden part of an object.
 """
 import json
 import os
-import shutil
 import time
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -32,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from .synthetic_ade20k import _background, _shape_pixels
+from .synthetic_root import prepare_root, read_completion_marker, write_completion_marker
 
 # id -> appearance. Hues in degrees; shape is the polygon outline.
 CATEGORIES: Tuple[dict, ...] = (
@@ -49,8 +49,6 @@ SPLITS: Dict[str, Tuple[str, str, int]] = {
     'train': ('train2017', 'annotations/instances_train2017.json', 1),
     'val': ('val2017', 'annotations/instances_val2017.json', 1_000_001),
 }
-MARKER = '.complete'
-# Written before anything else, so that overwrite=True only ever deletes folders this module made.
 OWNER_STAMP = '.synthetic_coco'
 JPEG_QUALITY = 90
 
@@ -89,7 +87,8 @@ def generate_synthetic_coco(root: str,
         raise ValueError('num_train and num_val must be >= 0')
 
     root = os.path.abspath(root)
-    _prepare_root(root, overwrite)
+    prepare_root(root, overwrite, dataset='COCO', owner_stamp=OWNER_STAMP,
+                 generated=[p for folder, ann_file, _ in SPLITS.values() for p in (folder, ann_file)])
     os.makedirs(os.path.join(root, 'annotations'), exist_ok=True)
 
     start = time.time()
@@ -133,11 +132,7 @@ def generate_synthetic_coco(root: str,
     summary = dict(root=root, num_train=num_train, num_val=num_val, seed=seed, size=[lo, hi],
                    classes=list(CLASS_NAMES), objects_per_class=counts, paths=paths,
                    seconds=round(time.time() - start, 3))
-    # The marker goes last: a run that dies earlier leaves a root without it.
-    tmp = os.path.join(root, MARKER + '.tmp')
-    with open(tmp, 'w') as f:
-        json.dump(summary, f, indent=1)
-    os.replace(tmp, os.path.join(root, MARKER))
+    write_completion_marker(root, summary)
     return summary
 
 
@@ -157,11 +152,7 @@ def is_complete(root: str) -> bool:
 
 def read_summary(root: str) -> Optional[dict]:
     """The summary a finished run stored, or None if there is no (readable) marker."""
-    try:
-        with open(os.path.join(root, MARKER)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    return read_completion_marker(root)
 
 
 # --------------------------------------------------------------------- rendering
@@ -232,34 +223,6 @@ def _outline(rng: np.random.Generator, kind: str, cy: float, cx: float, r: float
 
 
 # ------------------------------------------------------------------------ helpers
-
-
-def _prepare_root(root: str, overwrite: bool):
-    if os.path.exists(root) and not os.path.isdir(root):
-        raise NotADirectoryError(f'{root} exists and is not a directory')
-    if os.path.isdir(root) and os.listdir(root):
-        if not overwrite:
-            raise FileExistsError(f'{root} is not empty; pass overwrite=True (--overwrite) to replace the '
-                                  'synthetic COCO set in it')
-        ours = [os.path.join(root, p) for folder, ann_file, _ in SPLITS.values() for p in (folder, ann_file)]
-        # Guards e.g. the real COCO root given by mistake: its images would be deleted below.
-        if any(os.path.exists(p) for p in ours) and not os.path.exists(os.path.join(root, OWNER_STAMP)):
-            raise FileExistsError(f'{root} holds COCO image folders or annotation files that this generator did '
-                                  f'not write (no {OWNER_STAMP} file); refusing to overwrite them')
-        # Marker first, so that a run interrupted from here on never looks complete.
-        for name in (MARKER, MARKER + '.tmp'):
-            if os.path.exists(os.path.join(root, name)):
-                os.remove(os.path.join(root, name))
-        # Whole image folders go: stale images from a larger earlier set would otherwise linger.
-        for p in ours:
-            if os.path.isdir(p):
-                shutil.rmtree(p)
-            elif os.path.exists(p):
-                os.remove(p)
-    os.makedirs(root, exist_ok=True)
-    with open(os.path.join(root, OWNER_STAMP), 'w') as f:
-        f.write('Written by internvit_dense.datasets.synthetic_coco; generate_synthetic_coco(overwrite=True) '
-                'may delete train2017/, val2017/ and annotations/instances_*2017.json here.\n')
 
 
 def _progress(items: Sequence, enabled: bool, desc: str):

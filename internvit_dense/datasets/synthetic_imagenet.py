@@ -34,12 +34,13 @@ from __future__ import annotations
 import colorsys
 import json
 import os
-import shutil
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
+
+from .synthetic_root import prepare_root, read_completion_marker, write_completion_marker
 
 # The first 20 ImageNet-1k classes, sorted (class index = position).
 IMAGENET_WNIDS_HEAD = (
@@ -47,7 +48,7 @@ IMAGENET_WNIDS_HEAD = (
     'n01514859', 'n01518878', 'n01530575', 'n01531178', 'n01532829', 'n01534433', 'n01537544', 'n01558993',
     'n01560419', 'n01580077', 'n01582220', 'n01592084')
 TEXTURES = ('solid', 'stripes')
-MARKER, OWNER_STAMP = '.complete', '.synthetic_imagenet'
+OWNER_STAMP = '.synthetic_imagenet'
 OURS = ('imagenet-1k', 'imagenetv2', 'imagenet-sketch', 'imagenet-a', 'imagenet-r')
 V2_DIR = 'imagenetv2/imagenetv2-matched-frequency-format-val'
 JPEG_QUALITY = 90
@@ -89,7 +90,7 @@ def generate_synthetic_imagenet(root: str, num_classes: int = 10, train_per_clas
     if not 28 <= lo <= hi:
         raise ValueError(f'size must be (lo, hi) with 28 <= lo <= hi, got {size}')
     root = os.path.abspath(root)
-    _prepare_root(root, overwrite)
+    prepare_root(root, overwrite, dataset='ImageNet', owner_stamp=OWNER_STAMP, generated=OURS)
     start = time.time()
     wnids = list(IMAGENET_WNIDS_HEAD[:num_classes])
     styles = class_styles(num_classes)
@@ -127,19 +128,13 @@ def generate_synthetic_imagenet(root: str, num_classes: int = 10, train_per_clas
                              misfiled=sum(len(j['shown']) == 1 and j['shown'][0] != j['label']
                                           for j in val_jobs)),
                    seconds=round(time.time() - start, 3))
-    tmp = os.path.join(root, MARKER + '.tmp')
-    with open(tmp, 'w') as f:
-        json.dump(summary, f, indent=1)
-    os.replace(tmp, os.path.join(root, MARKER))
+    write_completion_marker(root, summary)
     return summary
 
 
 def read_summary(root: str) -> Optional[dict]:
-    try:
-        with open(os.path.join(root, MARKER)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    """The summary a finished run stored, or None if there is no (readable) marker."""
+    return read_completion_marker(root)
 
 
 def is_complete(root: str) -> bool:
@@ -291,29 +286,6 @@ def _erode(mask, steps):
 
 
 # -------------------------------------------------------------------- helpers
-def _prepare_root(root: str, overwrite: bool) -> None:
-    if os.path.exists(root) and not os.path.isdir(root):
-        raise NotADirectoryError(f'{root} exists and is not a directory')
-    if os.path.isdir(root) and os.listdir(root):
-        if not overwrite:
-            raise FileExistsError(f'{root} is not empty; pass overwrite=True (--overwrite) to replace the '
-                                  'synthetic ImageNet set in it')
-        ours = [os.path.join(root, d) for d in OURS]
-        # A real ImageNet root given by mistake would lose its images below: only replace our own.
-        if any(os.path.exists(d) for d in ours) and not os.path.exists(os.path.join(root, OWNER_STAMP)):
-            raise FileExistsError(f'{root} holds ImageNet folders this generator did not write (no {OWNER_STAMP}); '
-                                  'refusing to overwrite them')
-        for name in (MARKER, MARKER + '.tmp'):
-            if os.path.exists(os.path.join(root, name)):
-                os.remove(os.path.join(root, name))
-        for d in ours:
-            shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(root, exist_ok=True)
-    with open(os.path.join(root, OWNER_STAMP), 'w') as f:
-        f.write('Written by internvit_dense.datasets.synthetic_imagenet; overwrite=True may delete the ImageNet '
-                'folders here.\n')
-
-
 def _progress(items, enabled, desc):
     if not enabled:
         return items

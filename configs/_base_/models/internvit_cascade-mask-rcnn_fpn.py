@@ -8,14 +8,12 @@ stage_target_stds = [[0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1], [0.033, 0.033
 model = dict(
     type='CascadeRCNN',
     rpn_head=dict(loss_bbox=dict(_delete_=True, type='SmoothL1Loss', beta=1.0 / 9.0, loss_weight=1.0)),
+    # merged into the base's roi_head: its RoI extractors and mask head serve every stage unchanged
     roi_head=dict(
-        _delete_=True,
         type='CascadeRoIHead',
         num_stages=3,
         stage_loss_weights=[1, 0.5, 0.25],
-        bbox_roi_extractor=dict(type='SingleRoIExtractor',
-                                roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
-                                out_channels=256, featmap_strides=[4, 8, 16, 32]),
+        # a list replaces the base's single box head: one per stage
         bbox_head=[
             dict(type='ConvFCBBoxHead',
                  num_shared_convs=4,
@@ -32,12 +30,7 @@ model = dict(
                  loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
                  loss_bbox=dict(type='GIoULoss', loss_weight=10.0))
             for stds in stage_target_stds
-        ],
-        mask_roi_extractor=dict(type='SingleRoIExtractor',
-                                roi_layer=dict(type='RoIAlign', output_size=14, sampling_ratio=0),
-                                out_channels=256, featmap_strides=[4, 8, 16, 32]),
-        mask_head=dict(type='FCNMaskHead', num_convs=4, in_channels=256, conv_out_channels=256, num_classes=80,
-                       loss_mask=dict(type='CrossEntropyLoss', use_mask=True, loss_weight=1.0))),
+        ]),
     train_cfg=dict(
         rpn=dict(allowed_border=0),
         rpn_proposal=dict(max_per_img=2000),

@@ -24,8 +24,8 @@ model = dict(
         window_size=16,
         global_blocks=[],
         init_cfg=dict(type='Pretrained', checkpoint='pretrained/intern_vit_6b_224px.pth')),
-    # a list: mmengine builds it as a Sequential (neck.0 = pyramid, neck.1 = FPN)
+    # a list: mmengine builds it as a Sequential (neck.0 = pyramid, neck.1 = the base's FPN)
     neck=[
         dict(type='Feature2Pyramid', embed_dim=3200, rescales=[4, 2, 1, 0.5], norm_cfg=dict(type='LN2d')),
-        dict(type='FPN', in_channels=[3200, 3200, 3200, 3200], out_channels=256, num_outs=5),
+        {{_base_.model.neck}},
     ])

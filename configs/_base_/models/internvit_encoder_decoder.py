@@ -1,0 +1,25 @@
+# InternViT-6B at 504 px in mmseg's EncoderDecoder: what the segmentation models share (preprocessing, a
+# frozen backbone, slide inference). internvit_linear.py and internvit_upernet.py pick the blocks and add
+# the heads; their heads take norm_cfg as {{_base_.norm_cfg}}.
+norm_cfg = dict(type='SyncBN', requires_grad=True)
+data_preprocessor = dict(
+    type='SegDataPreProcessor',
+    mean=[123.675, 116.28, 103.53],
+    std=[58.395, 57.12, 57.375],
+    bgr_to_rgb=True,
+    pad_val=0,
+    seg_pad_val=255,
+    size=(504, 504))
+model = dict(
+    type='EncoderDecoder',
+    data_preprocessor=data_preprocessor,
+    backbone=dict(
+        type='InternViT',
+        arch='6b',
+        img_size=504,
+        drop_path_rate=0.0,
+        frozen=True,
+        with_cp=False,
+        init_cfg=dict(type='Pretrained', checkpoint='pretrained/intern_vit_6b_224px.pth')),
+    train_cfg=dict(),
+    test_cfg=dict(mode='slide', crop_size=(504, 504), stride=(322, 322)))
