@@ -1,7 +1,10 @@
+import importlib.util
 import os
 
 import pytest
 import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Tiny architectures of the two released families; tests build these with random weights.
 TINY_6B = dict(embed_dims=64, depth=3, num_heads=4, mlp_dims=256, norm_type='rms_norm', qk_normalization=True,
@@ -36,6 +39,23 @@ def tiny_vit(arch=TINY_6B, seed=0, **kwargs):
     kwargs.setdefault('img_size', 56)
     model = InternViT(arch=dict(arch), **kwargs)
     return randomize_(model, seed).eval()
+
+
+def load_tool(name):
+    """tools/<name>.py as a module, so that a test calls its main(argv) in this process."""
+    spec = importlib.util.spec_from_file_location(f'tool_{name}', os.path.join(ROOT, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def one_thread():
+    """For tests of small GEMMs: on a shared 2-core machine, OpenMP threads waiting on each other cost 10-40x."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@ import torch
 from conftest import TINY_300M, TINY_6B, randomize_, tiny_vit
 from transformers import InternVLVisionConfig, InternVLVisionModel
 
-from internvit_dense.checkpoint import FORMAT_TRANSFORMERS, load_pretrained, save_checkpoint
+from internvit_dense.checkpoint import FORMAT_TRANSFORMERS, save_checkpoint
 from internvit_dense.models.backbones import InternViT
 
 ARCHS = {'6b-style': TINY_6B, '300m-style': TINY_300M}

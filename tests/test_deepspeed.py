@@ -20,7 +20,6 @@ Measured on this machine (fp32, 6 iterations): ZeRO-1 (killed and resumed half w
 reproduce plain DDP bit for bit, losses and final weights; ZeRO-3 gathers and reduces in another
 order: losses within 2e-7 (relative), final weights within 1e-3 of the distance they moved.
 """
-import importlib.util
 import json
 import os
 import re
@@ -29,6 +28,7 @@ import sys
 
 import pytest
 import torch
+from conftest import load_tool
 from seg_utils import ROOT, TINY, load_ckpt, miou_of, run_tool
 
 from internvit_dense.datasets.synthetic_ade20k import generate_synthetic_ade20k
@@ -108,10 +108,7 @@ def losses(work):
 
 def consolidate(checkpoint):
     """The state dict tools/zero_to_fp32.py makes of a DeepSpeed checkpoint folder."""
-    spec = importlib.util.spec_from_file_location('zero_to_fp32', os.path.join(ROOT, 'tools', 'zero_to_fp32.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.consolidate(str(checkpoint))['state_dict']
+    return load_tool('zero_to_fp32').consolidate(str(checkpoint))['state_dict']
 
 
 def relative_weight_difference(a, b, init):

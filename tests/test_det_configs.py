@@ -1,8 +1,7 @@
 """The COCO detection configs: the 6B ones built on the meta device (no 6B allocation), the tiny ones run."""
-import os
-
 import pytest
 import torch
+from conftest import load_tool
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
@@ -181,12 +180,8 @@ def test_tiny_configs_train_and_predict(name, tiny_data, tmp_path, one_thread):
 
 def test_test_tool_out_writes_what_each_task_produces(tmp_path):
     """tools/test.py --out: COCO results JSON for detection, label-map PNGs for segmentation."""
-    from importlib.util import module_from_spec, spec_from_file_location
-
     from mmengine.config import ConfigDict
-    spec = spec_from_file_location('test_tool', os.path.join(os.path.dirname(__file__), '..', 'tools', 'test.py'))
-    tool = module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('test')
     det = Config.fromfile(f'{DET}internvit_6b_adapter_mask-rcnn_fpn_frozen_1x_coco.py').test_evaluator
     assert 'COCO' in tool.direct_output(det, str(tmp_path))
     assert det.outfile_prefix == str(tmp_path / 'coco_results') and 'output_dir' not in det

@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import load_tool
 
 from internvit_dense.datasets import imagenet
 from internvit_dense.datasets.synthetic_imagenet import (IMAGENET_WNIDS_HEAD, generate_synthetic_imagenet,
@@ -139,3 +140,21 @@ def test_resize_short_edge_and_crop_box():
     # when no draw fits, the fallback is a centred crop within the ratio bounds
     narrow = RandomResizedCrop(16, scale=(0.99, 1.0), ratio=(1.0, 1.0))
     assert narrow.crop_box(10, 100) == (0, 45, 10, 10)
+
+
+def test_generator_cli(tmp_path, capsys):
+    cli = load_tool('generate_synthetic_imagenet')
+    out_root = str(tmp_path / 'cli')
+    cli.main(['--root', out_root, '--num-classes', '3', '--train-per-class', '2', '--val-per-class', '2',
+              '--variant-per-class', '1', '--size', '32,40', '--quiet'])
+    out = capsys.readouterr().out
+    assert out_root in out and 'ImageNet-A stand-in covers classes' in out
+    assert read_summary(out_root)['num_classes'] == 3
+    with pytest.raises(SystemExit):  # non-empty root without --overwrite
+        cli.main(['--root', out_root, '--quiet'])
+    assert 'not empty' in capsys.readouterr().err
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('')
+    with pytest.raises(SystemExit):
+        cli.main(['--root', str(a_file), '--quiet'])
+    assert 'is not a directory' in capsys.readouterr().err

@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 from conftest import tiny_vit
 
 from internvit_dense.datasets.imagenet import list_split, train_wnids
@@ -16,12 +15,7 @@ ARCH = dict(embed_dims=32, depth=2, num_heads=2, mlp_dims=64)
 IMG = 28
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')

@@ -1,36 +1,22 @@
 """End to end on the synthetic set: the benchmark tool (extract -> sweep -> eval) and the recipe config
 through tools/train.py and tools/test.py, which must agree with the tool on the same classifier."""
-import importlib.util
 import json
 import os
 import re
 
 import pytest
 import torch
-from conftest import tiny_vit
+from conftest import ROOT, load_tool, tiny_vit
 
 from internvit_dense.checkpoint import save_checkpoint
 from internvit_dense.datasets.synthetic_imagenet import generate_synthetic_imagenet
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCH = dict(embed_dims=32, depth=2, num_heads=2, mlp_dims=64)
 NUM_CLASSES = 6
 ROW = re.compile(r'^(ImageNet-[\w-]+(?: val)?)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$', re.M)
 
 
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'tool_{name}', os.path.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import load_tool
 
 from internvit_dense.linear_probe.cache import FeatureCache, SplitFeatures
 from internvit_dense.linear_probe.grid import (RECIPE_SPEC, FeatureSpec, LinearGrid, feature_batches, lr_factor,
@@ -15,13 +16,7 @@ K, C, BLOCKS = 10, 16, [8, 9, 10, 11]
 KINDS = ('cls', 'patch')
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small GEMMs on a shared 2-core machine: OpenMP threads waiting on each other cost 10-40x.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 class GaussianFeatures:
@@ -148,9 +143,6 @@ def test_grid_is_independent_recipe_heads():
 
 def test_second_sweep_never_runs_the_backbone(gaussian_cache, tmp_path, monkeypatch, capsys):
     """sweep and eval read the cache only: with every way into the backbone broken, both run, twice."""
-    import importlib.util
-    import os.path as osp
-
     from internvit_dense.models.backbones import InternViT
 
     def refuse(*args, **kwargs):
@@ -158,10 +150,7 @@ def test_second_sweep_never_runs_the_backbone(gaussian_cache, tmp_path, monkeypa
     for name in ('__init__', 'forward', 'get_intermediate_layers', 'forward_features', 'from_pretrained'):
         monkeypatch.setattr(InternViT, name, refuse)
 
-    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location('linear_probe_tool', osp.join(root, 'tools', 'linear_probe.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('linear_probe')
     cache, _, _ = gaussian_cache
     outs = []
     for run in range(2):

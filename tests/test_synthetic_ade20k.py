@@ -2,10 +2,11 @@ import os
 
 import numpy as np
 import pytest
+from conftest import load_tool
 from PIL import Image
 
 from internvit_dense.datasets import synthetic_ade20k as syn
-from internvit_dense.datasets.synthetic_ade20k import (CLASSES_USED, SHAPE_CLASSES, generate_synthetic_ade20k,
+from internvit_dense.datasets.synthetic_ade20k import (CLASSES_USED, generate_synthetic_ade20k,
                                                        is_complete, read_summary)
 
 SPLITS = {'training': 'ADE_train', 'validation': 'ADE_val'}
@@ -183,11 +184,7 @@ def test_mmseg_ade20k_dataset_reads_it(root, split):
 
 
 def test_cli(tmp_path, capsys):
-    from importlib.util import module_from_spec, spec_from_file_location
-    path = os.path.join(os.path.dirname(__file__), '..', 'tools', 'generate_synthetic_ade20k.py')
-    spec = spec_from_file_location('generate_synthetic_ade20k_cli', path)
-    cli = module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_tool('generate_synthetic_ade20k')
     root = str(tmp_path / 'cli')
     cli.main(['--root', root, '--num-train', '3', '--num-val', '2', '--seed', '1', '--quiet'])
     out = capsys.readouterr().out
@@ -196,6 +193,11 @@ def test_cli(tmp_path, capsys):
     with pytest.raises(SystemExit):  # non-empty root without --overwrite
         cli.main(['--root', root, '--quiet'])
     assert 'not empty' in capsys.readouterr().err
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('')
+    with pytest.raises(SystemExit):  # a usage error, not a traceback
+        cli.main(['--root', str(a_file), '--quiet'])
+    assert 'is not a directory' in capsys.readouterr().err
 
 
 # ------------------------------------------------------------ learnability

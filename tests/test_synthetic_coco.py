@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import load_tool
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
@@ -191,11 +192,7 @@ def test_mmdet_coco_dataset_reads_it(root):
 
 
 def test_cli(tmp_path, capsys):
-    from importlib.util import module_from_spec, spec_from_file_location
-    path = os.path.join(os.path.dirname(__file__), '..', 'tools', 'generate_synthetic_coco.py')
-    spec = spec_from_file_location('generate_synthetic_coco_cli', path)
-    cli = module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_tool('generate_synthetic_coco')
     root = str(tmp_path / 'cli')
     cli.main(['--root', root, '--num-train', '3', '--num-val', '2', '--seed', '1', '--quiet'])
     out = capsys.readouterr().out
@@ -204,3 +201,8 @@ def test_cli(tmp_path, capsys):
     with pytest.raises(SystemExit):  # non-empty root without --overwrite
         cli.main(['--root', root, '--quiet'])
     assert 'not empty' in capsys.readouterr().err
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('')
+    with pytest.raises(SystemExit):  # a usage error, not a traceback
+        cli.main(['--root', str(a_file), '--quiet'])
+    assert 'is not a directory' in capsys.readouterr().err

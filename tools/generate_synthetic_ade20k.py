@@ -37,7 +37,7 @@ def main(argv=None):
         s = generate_synthetic_ade20k(args.root, num_train=args.num_train, num_val=args.num_val, size=args.size,
                                       seed=args.seed, classes=args.classes, progress=not args.quiet,
                                       overwrite=args.overwrite)
-    except (FileExistsError, ValueError) as e:
+    except (FileExistsError, NotADirectoryError, ValueError) as e:
         p.error(str(e))
 
     names = ADE20KDataset.METAINFO['classes']

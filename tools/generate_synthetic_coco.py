@@ -37,7 +37,7 @@ def main(argv=None):
     try:
         s = generate_synthetic_coco(args.root, num_train=args.num_train, num_val=args.num_val, size=args.size,
                                     seed=args.seed, progress=not args.quiet, overwrite=args.overwrite)
-    except (FileExistsError, ValueError) as e:
+    except (FileExistsError, NotADirectoryError, ValueError) as e:
         p.error(str(e))
 
     print(f"wrote {s['num_train']} training + {s['num_val']} validation images to {s['root']} "

@@ -40,7 +40,7 @@ def main(argv=None):
                                         variant_per_class=args.variant_per_class, size=args.size,
                                         val_layout=args.val_layout, seed=args.seed, progress=not args.quiet,
                                         overwrite=args.overwrite)
-    except (FileExistsError, ValueError) as e:
+    except (FileExistsError, NotADirectoryError, ValueError) as e:
         p.error(str(e))
 
     print(f"wrote {sum(s['counts'].values())} images to {s['root']} in {s['seconds']:.1f} s (seed {s['seed']})")

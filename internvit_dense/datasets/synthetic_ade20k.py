@@ -31,7 +31,7 @@ from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from .synthetic_root import prepare_root, read_completion_marker, write_completion_marker
+from .synthetic_root import prepare_root, progress_bar, read_completion_marker, write_completion_marker
 
 # ADE20K file values (1-based; mmseg class index is value - 1).
 BACKGROUND_CLASS = 1  # wall
@@ -110,7 +110,7 @@ def generate_synthetic_ade20k(root: str,
         summary_paths[split] = dict(img_dir=img_dir, ann_dir=ann_dir, count=n)
         jobs += [(split_id, i, img_dir, ann_dir, prefix) for i in range(n)]
 
-    for split_id, i, img_dir, ann_dir, prefix in _progress(jobs, progress, desc=f'synthetic ADE20K -> {root}'):
+    for split_id, i, img_dir, ann_dir, prefix in progress_bar(jobs, progress, desc=f'synthetic ADE20K -> {root}'):
         rng = np.random.default_rng(np.random.SeedSequence([seed, split_id, i]))
         image, label = render_sample(rng, lo, hi, shape_classes)
         stem = f'{prefix}_{i + 1:08d}'
@@ -321,10 +321,3 @@ def _check_classes(classes):
         raise ValueError(f'classes must be a non-empty subset of {SHAPE_CLASSES} (ADE20K file values), '
                          f'got {sorted(classes)}')
     return chosen
-
-
-def _progress(items, enabled, desc):
-    if not enabled:
-        return items
-    from tqdm import tqdm
-    return tqdm(items, desc=desc, unit='img', dynamic_ncols=True)

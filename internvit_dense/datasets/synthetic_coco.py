@@ -25,13 +25,13 @@ so no polygon covers a hidden part of an object.
 import json
 import os
 import time
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image
 
 from .synthetic_ade20k import _background, _shape_pixels
-from .synthetic_root import prepare_root, read_completion_marker, write_completion_marker
+from .synthetic_root import prepare_root, progress_bar, read_completion_marker, write_completion_marker
 
 # id -> appearance. Hues in degrees; shape is the polygon outline.
 CATEGORIES: Tuple[dict, ...] = (
@@ -100,7 +100,7 @@ def generate_synthetic_coco(root: str,
         records[split] = dict(images=[], annotations=[])
         jobs += [(split_id, split, i) for i in range(n)]
 
-    for split_id, split, i in _progress(jobs, progress, desc=f'synthetic COCO -> {root}'):
+    for split_id, split, i in progress_bar(jobs, progress, desc=f'synthetic COCO -> {root}'):
         rng = np.random.default_rng(np.random.SeedSequence([seed, split_id, i]))
         image, objects = render_sample(rng, lo, hi)
         image_id = SPLITS[split][2] + i
@@ -220,13 +220,3 @@ def _outline(rng: np.random.Generator, kind: str, cy: float, cx: float, r: float
     x = cx + u * np.cos(rot) - v * np.sin(rot)
     y = cy + u * np.sin(rot) + v * np.cos(rot)
     return np.stack([x, y], axis=-1)
-
-
-# ------------------------------------------------------------------------ helpers
-
-
-def _progress(items: Sequence, enabled: bool, desc: str):
-    if not enabled:
-        return items
-    from tqdm import tqdm
-    return tqdm(items, desc=desc, unit='img', dynamic_ncols=True)

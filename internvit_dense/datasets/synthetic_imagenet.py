@@ -40,7 +40,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from .synthetic_root import prepare_root, read_completion_marker, write_completion_marker
+from .synthetic_root import prepare_root, progress_bar, read_completion_marker, write_completion_marker
 
 # The first 20 ImageNet-1k classes, sorted (class index = position).
 IMAGENET_WNIDS_HEAD = (
@@ -96,7 +96,7 @@ def generate_synthetic_imagenet(root: str, num_classes: int = 10, train_per_clas
     styles = class_styles(num_classes)
     jobs = _plan(root, wnids, train_per_class, val_per_class, variant_per_class, val_layout, seed)
 
-    for job in _progress(jobs, progress, f'synthetic ImageNet -> {root}'):
+    for job in progress_bar(jobs, progress, f'synthetic ImageNet -> {root}'):
         rng = np.random.default_rng(np.random.SeedSequence([seed, job['stream'], job['index']]))
         h, w = (int(v) for v in rng.integers(lo, hi + 1, size=2))
         img = render(rng, h, w, [styles[c] for c in job['shown']], job['style'])
@@ -283,11 +283,3 @@ def _erode(mask, steps):
         inner[:, :-1] &= m[:, 1:]
         m = inner
     return m
-
-
-# -------------------------------------------------------------------- helpers
-def _progress(items, enabled, desc):
-    if not enabled:
-        return items
-    from tqdm import tqdm
-    return tqdm(items, desc=desc, unit='img', dynamic_ncols=True)

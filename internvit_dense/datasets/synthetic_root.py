@@ -62,6 +62,14 @@ def read_completion_marker(root: str) -> Optional[dict]:
         return None
 
 
+def progress_bar(items: Sequence, enabled: bool, desc: str):
+    """``items`` behind a tqdm bar counting images, or as they are when ``enabled`` is False."""
+    if not enabled:
+        return items
+    from tqdm import tqdm
+    return tqdm(items, desc=desc, unit='img', dynamic_ncols=True)
+
+
 def _delete(path: str) -> None:
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)

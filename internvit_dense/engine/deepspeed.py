@@ -257,4 +257,3 @@ def check_zero_checkpoint(path: str, world_size: Optional[int] = None) -> None:
     if world_size is not None and len(shards) != world_size:
         raise ValueError(f'{path} was written by {len(shards)} processes and this run has {world_size}: '
                          'ZeRO partitions the optimizer state per process, so resume with the same number')
-
