@@ -373,7 +373,7 @@ def _fork_child(spec, children, to_driver) -> _Child:
     return _Child(pid, os.fdopen(cmd_w, 'w'), os.fdopen(rep_r), log)
 
 
-def serve():
+def serve(allocator: str):
     """Imports the heavy stack once, then forks one process per measurement and relays to it.
 
     Importing internvit_dense.models pulls in mmcv, mmengine and deepspeed (10-20 s);
@@ -390,12 +390,14 @@ def serve():
     os.dup2(2, 1)
     t0 = time.perf_counter()
     import torch  # noqa: F401
+    from internvit_dense.engine.launch import keep_freed_memory_on_cpu
+    kept = allocator == 'keep' and keep_freed_memory_on_cpu()  # before any big allocation; the forks inherit it
     import internvit_dense.models  # noqa: F401  registers into mmseg/mmdet, as users get it
     from internvit_dense.checkpoint import save_checkpoint  # noqa: F401
     from transformers import InternVLVisionModel  # noqa: F401
     gc.collect()
     gc.freeze()  # keeps the children's garbage collector from copying every imported object's page
-    _send(to_driver, dict(ok=True, import_seconds=time.perf_counter() - t0))
+    _send(to_driver, dict(ok=True, import_seconds=time.perf_counter() - t0, freed_memory_kept=kept))
     children = {}
     try:
         for line in sys.stdin:
@@ -447,15 +449,17 @@ class MeasurementError(RuntimeError):
 class Server:
     """The driver's handle on the ``--_server`` process (see :func:`serve`)."""
 
-    def __init__(self, threads: int, log_path: str):
+    def __init__(self, threads: int, allocator: str, log_path: str):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                    TRANSFORMERS_VERBOSITY='error', PYTHONWARNINGS='ignore',
                    PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')])))
         self.log_path = log_path
         self.log = open(log_path, 'w')
-        self.proc = subprocess.Popen([sys.executable, osp.abspath(__file__), '--_server'], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True, env=env, cwd=ROOT)
-        self.import_seconds = self._read('server')['import_seconds']
+        self.proc = subprocess.Popen([sys.executable, osp.abspath(__file__), '--_server', '--allocator', allocator],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     env=env, cwd=ROOT)
+        hello = self._read('server')
+        self.import_seconds, self.freed_memory_kept = hello['import_seconds'], hello['freed_memory_kept']
 
     def _read(self, name) -> dict:
         line = self.proc.stdout.readline()
@@ -593,6 +597,10 @@ def parse_args(argv=None):
                    help='one measurement at a time instead of compared ones in alternating rounds')
     p.add_argument('--wait-idle', type=float, default=0, metavar='SECONDS',
                    help='before each measurement, wait up to this long for other processes to stop using the CPU')
+    p.add_argument('--allocator', choices=('keep', 'os'), default='keep',
+                   help="'keep': freed memory stays in the process for reuse, as tools/train.py, test.py and "
+                        "linear_probe.py run (internvit_dense.engine.launch.keep_freed_memory_on_cpu); 'os': "
+                        "glibc's defaults, which return big freed blocks to the OS every step (default: keep)")
     p.add_argument('--quick', action='store_true', help=f'smoke test: {QUICK} (overrides those options)')
     p.add_argument('--json', help='where to write the results (default work_dirs/benchmark/<timestamp>.json)')
     p.add_argument('--_server', action='store_true', help=argparse.SUPPRESS)
@@ -610,7 +618,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args._server:
-        serve()
+        serve(args.allocator)
         return 0
     # A plain SIGTERM would skip the cleanup below and leave the server and its children running.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -632,9 +640,11 @@ def main(argv=None) -> int:
     try:
         t0 = time.perf_counter()
         try:
-            server = Server(args.threads, osp.join(workdir, 'server.log'))
+            server = Server(args.threads, args.allocator, osp.join(workdir, 'server.log'))
+            kept = ('freed memory kept for reuse (mallopt)' if server.freed_memory_kept else
+                    "glibc's default (freed blocks returned to the OS)")
             print(f'[setup] torch, internvit_dense.models and transformers imported once: '
-                  f'{server.import_seconds:.1f}s', flush=True)
+                  f'{server.import_seconds:.1f}s; allocator: {kept}', flush=True)
             prep = server.run_once('prep', dict(base, kind='prep'))
         except MeasurementError as e:
             print(f'[prep] FAILED: nothing to measure\n{e}', file=sys.stderr)
@@ -714,7 +724,8 @@ def main(argv=None) -> int:
 
     record = dict(
         timestamp=stamp, config=dict(vars(args), _server=None, arch_resolved=arch, patch_size=PATCH_SIZE),
-        environment=environment(), prep=prep, forward_gflop_per_image=flops_img / 1e9, gemm_shape=gemm,
+        environment=dict(environment(), freed_memory_kept=server.freed_memory_kept), prep=prep,
+        forward_gflop_per_image=flops_img / 1e9, gemm_shape=gemm,
         results=results, summary=summary, errors=errors)
     os.makedirs(osp.dirname(osp.abspath(json_path)), exist_ok=True)
     with open(json_path, 'w') as f:

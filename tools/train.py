@@ -11,8 +11,8 @@ import sys
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout without install
 
-from internvit_dense.engine.launch import add_common_args, allow_full_checkpoint_loading, load_config, \
-    resolve_resume, shutdown_distributed  # noqa: E402
+from internvit_dense.engine.launch import add_common_args, allow_full_checkpoint_loading, \
+    keep_freed_memory_on_cpu, load_config, resolve_resume, shutdown_distributed  # noqa: E402
 
 DEEPSPEED_BASES = osp.join(ROOT, 'configs', '_base_', 'deepspeed')
 
@@ -37,6 +37,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     allow_full_checkpoint_loading()
+    keep_freed_memory_on_cpu()
     cfg = load_config(args)
 
     from internvit_dense.engine import deepspeed as ds

@@ -1,5 +1,6 @@
 """What tools/train.py and tools/test.py share: config loading, and the environment fixes
 that a user of the OpenMMLab stack on a current torch should never meet."""
+import ctypes
 import os
 import os.path as osp
 from typing import Optional
@@ -14,6 +15,32 @@ def allow_full_checkpoint_loading():
     Our entry points load only checkpoints the user points them at, as mmengine always did."""
     if os.environ.get('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0') in ('0', ''):
         os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+
+
+# glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_MAX = 32 << 20  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit
+
+
+def keep_freed_memory_on_cpu() -> bool:
+    """Stops glibc from handing freed activations back to the OS between steps on CPU.
+
+    Without CUDA, torch's tensors come straight from malloc. A transformer frees hundreds of MB of
+    activations every step; glibc returns big blocks to the OS (munmap, heap trim) and the next
+    step page-faults them back in: 4-7% of a 300M forward on this 2-core machine. With the mmap
+    threshold at its ceiling and trimming off, freed blocks are reused instead; the process keeps
+    its peak size, as a CUDA caching allocator does. The MALLOC_*_ environment variables, when
+    set, win. Returns whether the setting took (False off glibc or with CUDA).
+    """
+    user_set = any(k in os.environ for k in ('MALLOC_TRIM_THRESHOLD_', 'MALLOC_MMAP_THRESHOLD_'))
+    if user_set or torch.cuda.is_available():
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def add_common_args(parser):
