@@ -178,6 +178,18 @@ def test_tiny_configs_train_and_predict(name, tiny_data, tmp_path, one_thread):
     assert (pred.labels < 4).all()
 
 
+def test_test_tool_tta_takes_the_configs_pipeline_or_says_there_is_none():
+    tool = load_tool('test')
+    seg = Config.fromfile('configs/segmentation/internvit_6b_upernet_full_ade20k_504.py')
+    plain_model = seg.model.copy()
+    assert tool.apply_tta(seg) == 6 * 2  # ratios x flips
+    assert seg.model.type == 'SegTTAModel' and seg.model.module == plain_model
+    assert seg.test_dataloader.dataset.pipeline == seg.tta_pipeline
+    det = Config.fromfile(f'{DET}internvit_6b_adapter_mask-rcnn_fpn_frozen_1x_coco.py')
+    with pytest.raises(SystemExit, match='defines no tta_model and no tta_pipeline'):
+        tool.apply_tta(det)
+
+
 def test_test_tool_out_writes_what_each_task_produces(tmp_path):
     """tools/test.py --out: COCO results JSON for detection, label-map PNGs for segmentation."""
     from mmengine.config import ConfigDict

@@ -64,3 +64,15 @@ def test_upernet_full_learns(data_root, tmp_path):
     miou = miou_of(proc.stdout)
     print(f'tiny upernet full mIoU: {miou}')
     assert miou > MIN_MIOU['upernet_full']
+
+    # multi-scale + flip, with only the validation set at hand (no training images needed to test)
+    val_only = ['--cfg-options', f'val_dataloader.dataset.data_root={data_root}',
+                f'test_dataloader.dataset.data_root={data_root}',
+                'train_dataloader.dataset.data_root=/nonexistent']
+    proc = run_tool('test.py', config, ckpt, '--work-dir', work, '--tta', '--show-dir', tmp_path / 'vis_tta',
+                    *val_only)
+    assert 'with test-time augmentation (6 views per image merged)' in proc.stdout
+    tta_miou = miou_of(proc.stdout)
+    print(f'tiny upernet full mIoU with 3 scales x flip: {tta_miou}')
+    assert tta_miou > MIN_MIOU['upernet_full']
+    assert f"prediction overlays: 24 images in {tmp_path / 'vis_tta' / 'vis_data' / 'vis_image'}" in proc.stdout

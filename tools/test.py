@@ -1,4 +1,4 @@
-"""Evaluates a checkpoint: python tools/test.py CONFIG CHECKPOINT [--show-dir DIR] [--out DIR]."""
+"""Evaluates a checkpoint: python tools/test.py CONFIG CHECKPOINT [--show-dir DIR] [--out DIR] [--tta]."""
 import argparse
 import os
 import os.path as osp
@@ -19,6 +19,9 @@ def parse_args(argv=None):
     parser.add_argument('--wait-time', type=float, default=2, help='seconds each shown prediction stays')
     parser.add_argument('--out', help='also save the predictions into this folder: label maps as PNGs '
                         '(segmentation), COCO-format results JSON (detection)')
+    parser.add_argument('--tta', action='store_true',
+                        help="test-time augmentation: the config's tta_pipeline (segmentation: multi-scale + flip), "
+                        'predictions merged by its tta_model')
     return parser.parse_args(argv)
 
 
@@ -42,6 +45,29 @@ def direct_output(evaluator, out_dir):
     return ', '.join(written)
 
 
+def apply_tta(cfg) -> int:
+    """Tests through the config's ``tta_model`` wrapped around its model, on its ``tta_pipeline``.
+
+    Returns how many views of each image are predicted and merged.
+    """
+    from mmengine.config import ConfigDict
+    missing = [k for k in ('tta_model', 'tta_pipeline') if cfg.get(k) is None]
+    if missing:
+        raise SystemExit(f'--tta: {cfg.filename} defines no {" and no ".join(missing)}; the segmentation configs '
+                         'have them (configs/_base_/datasets/ade20k_504.py)')
+    dataset = cfg.test_dataloader.dataset
+    while 'dataset' in dataset:  # dataset wrappers
+        dataset = dataset.dataset
+    dataset.pipeline = cfg.tta_pipeline
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    views = 1
+    for step in cfg.tta_pipeline:
+        if step['type'] == 'TestTimeAug':
+            for choices in step['transforms']:
+                views *= len(choices)
+    return views
+
+
 def overlay_summary(show_dir: str) -> str:
     """Where the overlays landed: the local backend nests them as <dir>/vis_data/vis_image/."""
     folders = {}
@@ -63,6 +89,10 @@ def main(argv=None):
         raise SystemExit(f'checkpoint not found: {args.checkpoint}')
     cfg.load_from = None  # loaded strictly below: a checkpoint that does not fit must not test random weights
     cfg.resume = False
+    # Testing needs no training set. Left in, mmseg's visualization hook (runner.iter) builds the training
+    # loop and its data set, and --show-dir fails where only the validation images are.
+    for key in ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler'):
+        cfg[key] = None
     if args.show or args.show_dir:
         vis = cfg.default_hooks.visualization
         vis.draw = True
@@ -74,6 +104,8 @@ def main(argv=None):
             cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
     if args.out:
         out_kind = direct_output(cfg.test_evaluator, args.out)
+    if args.tta:
+        views = apply_tta(cfg)
 
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
@@ -83,7 +115,8 @@ def main(argv=None):
     except RuntimeError as e:
         raise SystemExit(f'checkpoint {args.checkpoint} does not fit the model of {args.config}:\n{e}') from None
     metrics = runner.test()
-    print('\n'.join([f'test results of {args.checkpoint}:'] + [f'  {k}: {v}' for k, v in metrics.items()]))
+    tta = f' with test-time augmentation ({views} views per image merged)' if args.tta else ''
+    print('\n'.join([f'test results of {args.checkpoint}{tta}:'] + [f'  {k}: {v}' for k, v in metrics.items()]))
     if args.show_dir:
         print(f'prediction overlays: {overlay_summary(args.show_dir)}')
     if args.out:

@@ -6,6 +6,7 @@ env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv
 vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
 visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer', alpha=0.5)
 log_processor = dict(by_epoch=False)
+tta_model = dict(type='SegTTAModel')  # tools/test.py --tta, with the data set's tta_pipeline
 log_level = 'INFO'
 load_from = None
 resume = False

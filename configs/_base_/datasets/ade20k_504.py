@@ -22,6 +22,19 @@ test_pipeline = [
     dict(type='CheckSegMapSize'),
     dict(type='PackSegInputs'),
 ]
+# Multi-scale + flip testing (tools/test.py --tta), as ViT-Adapter and mmseg test ADE20K: the test scale
+# times each ratio, each also flipped; mmseg's SegTTAModel averages the 12 softmax maps.
+img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=(int(2016 * r), int(504 * r)), keep_ratio=True) for r in img_ratios],
+        [dict(type='RandomFlip', prob=0.0, direction='horizontal'),
+         dict(type='RandomFlip', prob=1.0, direction='horizontal')],
+        [dict(type='LoadAnnotations', reduce_zero_label=True)],
+        [dict(type='CheckSegMapSize')],
+        [dict(type='PackSegInputs')]])
+]
 train_dataloader = dict(
     batch_size=2,
     num_workers=4,

@@ -20,6 +20,17 @@ test_pipeline = [
     dict(type='CheckSegMapSize'),
     dict(type='PackSegInputs'),
 ]
+img_ratios = [0.75, 1.0, 1.25]  # fewer than ADE20K's six: the tiny CPU runs
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=(int(448 * r), int(112 * r)), keep_ratio=True) for r in img_ratios],
+        [dict(type='RandomFlip', prob=0.0, direction='horizontal'),
+         dict(type='RandomFlip', prob=1.0, direction='horizontal')],
+        [dict(type='LoadAnnotations', reduce_zero_label=True)],
+        [dict(type='CheckSegMapSize')],
+        [dict(type='PackSegInputs')]])
+]
 train_dataloader = dict(batch_size=8, num_workers=2, persistent_workers=True,
                         dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(num_workers=1, persistent_workers=True,
