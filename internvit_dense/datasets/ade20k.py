@@ -41,6 +41,8 @@ class CheckSegMapSize(BaseTransform):
     """
 
     def transform(self, results: dict) -> dict:
+        if 'gt_seg_map' not in results:  # inference (mmseg.apis drops LoadAnnotations): nothing to check
+            return results
         img_hw = tuple(results['ori_shape'][:2])
         seg_hw = tuple(results['gt_seg_map'].shape[:2])
         if seg_hw != img_hw:
