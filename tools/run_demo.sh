@@ -24,3 +24,4 @@ echo "  checkpoint:  $CKPT"
 echo "  logs:        $ROOT/$WORK_DIR (TensorBoard: tensorboard --logdir $WORK_DIR)"
 OVERLAY=$(find "$ROOT/$WORK_DIR/overlays" -name '*.png' -print -quit)
 echo "  overlays:    $(dirname "${OVERLAY:-$ROOT/$WORK_DIR/overlays/none}")  (ground truth left, prediction right)"
+echo "  next:        $PY tools/infer.py $CONFIG $CKPT YOUR_IMAGES --out-dir work_dirs/infer"
