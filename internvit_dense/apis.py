@@ -33,9 +33,14 @@ def init_model(config: Union[str, Config], checkpoint: Optional[str] = None, dev
         config = Config.fromfile(config)
     if cfg_options:
         config.merge_from_dict(cfg_options)
+    scope = config.get('default_scope')
+    if scope not in ('mmseg', 'mmdet'):
+        raise ValueError(f"init_model builds segmentation (default_scope='mmseg') and detection ('mmdet') models; "
+                         f'this config has default_scope={scope!r} (linear probing: tools/test.py, '
+                         'tools/linear_probe.py)')
     state = _read_checkpoint(checkpoint) if checkpoint is not None else None
 
-    if config.get('default_scope') == 'mmdet':
+    if scope == 'mmdet':
         from mmdet.apis import init_detector
         with warnings.catch_warnings():  # 'checkpoint is None, use COCO classes': the classes are set below
             warnings.filterwarnings('ignore', message='checkpoint is None')

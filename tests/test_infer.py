@@ -43,6 +43,8 @@ def test_init_model_loads_a_training_checkpoint_strictly(seg_checkpoint, tmp_pat
     assert model.dataset_meta['classes'][0] == 'wall' and not model.training
     with pytest.raises(RuntimeError, match='does not fit the model'):
         init_model('configs/segmentation/tiny/tiny_linear_frozen_synthetic.py', str(seg_checkpoint))
+    with pytest.raises(ValueError, match="default_scope=None"):
+        init_model('configs/classification/tiny/tiny_linear_probe_synthetic.py')
     (tmp_path / 'iter_4.pth').mkdir()
     with pytest.raises(IsADirectoryError, match='zero_to_fp32'):
         init_model(SEG, str(tmp_path / 'iter_4.pth'))

@@ -147,7 +147,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     try:
         model = init_model(args.config, args.checkpoint, device=device, cfg_options=args.cfg_options)
-    except (OSError, RuntimeError, TypeError) as e:
+    except (OSError, RuntimeError, TypeError, ValueError) as e:
         raise SystemExit(str(e)) from None
     task = (Detection(model, args.score_thr) if model.cfg.get('default_scope') == 'mmdet'
             else Segmentation(model, args.opacity))
