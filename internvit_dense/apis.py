@@ -11,6 +11,7 @@ instead of leaving random weights. And it loads the checkpoints our training wri
 whose ``weights_only`` default refuses the objects mmengine stores beside the weights: the file is
 one the caller names, trusted as tools/test.py trusts it.
 """
+import os
 import os.path as osp
 import warnings
 from typing import Optional, Union
@@ -20,17 +21,17 @@ from mmengine.config import Config
 from mmengine.runner.checkpoint import load_state_dict
 
 
-def init_model(config: Union[str, Config], checkpoint: Optional[str] = None, device: str = 'cpu',
-               cfg_options: Optional[dict] = None) -> torch.nn.Module:
+def init_model(config: Union[str, os.PathLike, Config], checkpoint: Optional[Union[str, os.PathLike]] = None,
+               device: str = 'cpu', cfg_options: Optional[dict] = None) -> torch.nn.Module:
     """The config's model in eval mode on ``device``, with ``checkpoint``'s weights if given.
 
     ``model.dataset_meta`` (class names and palette, for drawing) comes from the checkpoint, else
     from the config's test data set.
     """
-    if isinstance(config, str):
+    if isinstance(config, (str, os.PathLike)):
         if not osp.isfile(config):
             raise FileNotFoundError(f'config file not found: {config}')
-        config = Config.fromfile(config)
+        config = Config.fromfile(str(config))
     if cfg_options:
         config.merge_from_dict(cfg_options)
     scope = config.get('default_scope')
