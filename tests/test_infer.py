@@ -36,7 +36,7 @@ def seg_checkpoint(tmp_path_factory):
 
 def test_init_model_loads_a_training_checkpoint_strictly(seg_checkpoint, tmp_path):
     with pytest.raises(Exception, match='Weights only load failed'):  # torch >= 2.6's default, hence init_model
-        torch.load(seg_checkpoint)
+        torch.load(seg_checkpoint, weights_only=True)
     model = init_model(SEG, seg_checkpoint)  # a pathlib.Path too
     saved = torch.load(seg_checkpoint, weights_only=False)['state_dict']
     assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
