@@ -68,7 +68,11 @@ def _read_checkpoint(path: str) -> dict:
                                 f'python tools/zero_to_fp32.py {path}')
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
-    state = torch.load(path, map_location='cpu', weights_only=False)
+    try:
+        # memory-mapped: a 6B checkpoint is read into the model's own memory, not into a second 24 GB copy
+        state = torch.load(path, map_location='cpu', weights_only=False, mmap=True)
+    except RuntimeError:  # the pre-1.6 (non-zip) format cannot be mapped
+        state = torch.load(path, map_location='cpu', weights_only=False)
     if not isinstance(state, dict):
         raise TypeError(f'{path} holds a {type(state).__name__}, not a state dict or a training checkpoint')
     return state

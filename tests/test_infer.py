@@ -41,6 +41,9 @@ def test_init_model_loads_a_training_checkpoint_strictly(seg_checkpoint, tmp_pat
     saved = torch.load(seg_checkpoint, weights_only=False)['state_dict']
     assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
     assert model.dataset_meta['classes'][0] == 'wall' and not model.training
+    legacy = tmp_path / 'legacy.pth'  # torch's pre-1.6 format, which cannot be memory-mapped
+    torch.save(dict(state_dict=saved), legacy, _use_new_zipfile_serialization=False)
+    assert torch.equal(init_model(SEG, legacy).decode_head.conv_seg.weight, saved['decode_head.conv_seg.weight'])
     with pytest.raises(RuntimeError, match='does not fit the model'):
         init_model('configs/segmentation/tiny/tiny_linear_frozen_synthetic.py', str(seg_checkpoint))
     with pytest.raises(ValueError, match="default_scope=None"):
