@@ -18,7 +18,8 @@ from typing import Optional, Union
 
 import torch
 from mmengine.config import Config
-from mmengine.runner.checkpoint import load_state_dict
+# the step of mmengine.runner.load_checkpoint after reading the file: state_dict key, module. prefix, load
+from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 
 def init_model(config: Union[str, os.PathLike, Config], checkpoint: Optional[Union[str, os.PathLike]] = None,
@@ -52,9 +53,8 @@ def init_model(config: Union[str, os.PathLike, Config], checkpoint: Optional[Uni
 
     meta = None
     if state is not None:
-        weights = state.get('state_dict', state)
         try:
-            load_state_dict(model, weights, strict=True)
+            _load_checkpoint_to_model(model, state, strict=True)
         except RuntimeError as e:
             raise RuntimeError(f'checkpoint {checkpoint} does not fit the model of the config:\n{e}') from None
         meta = state.get('meta', {}).get('dataset_meta')

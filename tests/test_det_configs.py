@@ -139,15 +139,6 @@ def tiny_data(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def one_thread():
-    # two OpenMP threads on 2 cores that other jobs also use make these small steps many times slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize('name', TINY)
 def test_tiny_configs_train_and_predict(name, tiny_data, tmp_path, one_thread):
     """A few optimizer steps and a prediction through mmengine's Runner: the pieces fit together."""

@@ -76,10 +76,10 @@ class Segmentation:
         self.visualizer.dataset_meta = model.dataset_meta
         self.pixels = Counter()
 
-    def __call__(self, image, rgb, out_dir, stem):
+    def __call__(self, path, bgr, rgb, out_dir, stem):
         import numpy as np
         from PIL import Image
-        result = self.infer(self.model, image)
+        result = self.infer(self.model, bgr)
         labels = result.pred_sem_seg.data[0].cpu().numpy()
         Image.fromarray(np.where(labels < 255, labels, 255).astype(np.uint8)).save(
             osp.join(out_dir, f'{stem}_labels.png'))
@@ -111,13 +111,13 @@ class Detection:
         self.visualizer.dataset_meta = model.dataset_meta
         self.kept = Counter()
 
-    def __call__(self, image, rgb, out_dir, stem):
-        result = self.infer(self.model, image)
+    def __call__(self, path, bgr, rgb, out_dir, stem):
+        result = self.infer(self.model, bgr)
         pred = result.pred_instances
         boxes = [dict(label=self.classes[int(c)], score=round(float(s), 4), bbox=[round(float(v), 1) for v in b])
                  for c, s, b in zip(pred.labels, pred.scores, pred.bboxes)]
         with open(osp.join(out_dir, f'{stem}.json'), 'w') as f:
-            json.dump(dict(image=osp.abspath(image), detections=boxes), f, indent=1)
+            json.dump(dict(image=osp.abspath(path), detections=boxes), f, indent=1)
         self.visualizer.add_datasample(stem, rgb, data_sample=result, draw_gt=False, show=False,
                                        pred_score_thr=self.score_thr, out_file=osp.join(out_dir, f'{stem}_overlay.png'))
         kept = Counter(b['label'] for b in boxes if b['score'] >= self.score_thr)
@@ -158,10 +158,10 @@ def main(argv=None):
     t0 = time.perf_counter()
     bar = tqdm(list(zip(images, output_stems(images))), unit='img', disable=args.quiet, dynamic_ncols=True)
     for image, stem in bar:
-        rgb = mmcv.imread(image, channel_order='rgb')
-        if rgb is None:
+        bgr = mmcv.imread(image)  # read once: the models take BGR arrays (their preprocessors swap to RGB)
+        if bgr is None:
             raise SystemExit(f'{image} is not an image that can be read')
-        tqdm.write(f'  {image}: {task(image, rgb, args.out_dir, stem)}')
+        tqdm.write(f'  {image}: {task(image, bgr, mmcv.bgr2rgb(bgr), args.out_dir, stem)}')
     seconds = time.perf_counter() - t0
 
     print(f'done: {len(images)} images in {seconds:.1f}s ({seconds / len(images):.2f}s each)')
