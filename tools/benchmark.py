@@ -390,7 +390,7 @@ def serve(allocator: str):
     os.dup2(2, 1)
     t0 = time.perf_counter()
     import torch  # noqa: F401
-    from internvit_dense.engine.launch import keep_freed_memory_on_cpu
+    from internvit_dense.engine.workarounds import keep_freed_memory_on_cpu
     kept = allocator == 'keep' and keep_freed_memory_on_cpu()  # before any big allocation; the forks inherit it
     import internvit_dense.models  # noqa: F401  registers into mmseg/mmdet, as users get it
     from internvit_dense.checkpoint import save_checkpoint  # noqa: F401
@@ -599,7 +599,7 @@ def parse_args(argv=None):
                    help='before each measurement, wait up to this long for other processes to stop using the CPU')
     p.add_argument('--allocator', choices=('keep', 'os'), default='keep',
                    help="'keep': freed memory stays in the process for reuse, as tools/train.py, test.py and "
-                        "linear_probe.py run (internvit_dense.engine.launch.keep_freed_memory_on_cpu); 'os': "
+                        "linear_probe.py run (internvit_dense.engine.workarounds.keep_freed_memory_on_cpu); 'os': "
                         "glibc's defaults, which return big freed blocks to the OS every step (default: keep)")
     p.add_argument('--quick', action='store_true', help=f'smoke test: {QUICK} (overrides those options)')
     p.add_argument('--json', help='where to write the results (default work_dirs/benchmark/<timestamp>.json)')
