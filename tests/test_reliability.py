@@ -273,3 +273,36 @@ def test_near_miss_config_keys_warn(tmp_path):
         warnings.simplefilter('error')  # a config's own variables (crop_size, tiny_arch, ...) are fine
         load_config(Namespace(config=f'{ROOT}/{LINEAR}', launcher='none', cfg_options=None, work_dir=None,
                               local_rank=0))
+
+
+# ------------------------------------------------------------------- 14.8 huge images, 14.9 zero-byte in infer
+def test_chunked_argmax_gives_the_labels_of_the_full_resize(one_thread):
+    from internvit_dense.inference import resize_argmax
+    torch.manual_seed(0)
+    logits = torch.randn(150, 21, 29)
+    logits[7, 3:6, 4:9] = logits[9, 3:6, 4:9]  # exact ties: both take the lower class, as argmax does
+    for align_corners in (False, True):
+        full = torch.nn.functional.interpolate(logits[None], size=(301, 417), mode='bilinear',
+                                               align_corners=align_corners)[0].argmax(0)
+        chunked = resize_argmax(logits, (301, 417), align_corners, chunk_elements=301 * 417 * 7)  # 22 chunks
+        assert torch.equal(full, chunked)
+
+
+def test_infer_labels_match_mmseg_and_an_empty_image_is_named(tmp_path, one_thread):
+    from conftest import load_tool
+    from mmseg.apis import inference_model
+
+    from internvit_dense.apis import init_model
+    from internvit_dense.inference import segment
+    model = init_model(FULL)
+    rng = np.random.default_rng(0)
+    bgr = np.ascontiguousarray(np.kron(rng.integers(0, 255, (9, 13, 3)), np.ones((31, 29, 1))).astype(np.uint8))
+    ours = segment(model, bgr).pred_sem_seg.data
+    theirs = inference_model(model, bgr).pred_sem_seg.data
+    assert ours.shape == theirs.shape == (1, 279, 377) and torch.equal(ours, theirs)
+
+    torch.save({'state_dict': model.state_dict()}, tmp_path / 'm.pth')
+    (tmp_path / 'empty.jpg').write_bytes(b'')
+    with pytest.raises(SystemExit, match=f'{tmp_path}/empty.jpg is empty \\(0 bytes\\): not an image'):
+        load_tool('infer').main([FULL, str(tmp_path / 'm.pth'), str(tmp_path / 'empty.jpg'), '--out-dir',
+                                 str(tmp_path / 'out'), '--quiet'])
