@@ -63,17 +63,17 @@ def differing(a, b):
     return bad
 
 
-def kill_and_resume(tmp_path, base, options, nproc=1):
+def kill_and_resume(tmp_path, base, options, *args, nproc=1, load=load_ckpt):
     straight = tmp_path / 'straight'
-    train(base, straight, options, nproc=nproc)
+    train(base, straight, options, *args, nproc=nproc)
     work = tmp_path / 'killed'
-    killed = train(kill_config(tmp_path, base), work, options, nproc=nproc, check=False, pythonpath=tmp_path)
+    killed = train(kill_config(tmp_path, base), work, options, *args, nproc=nproc, check=False, pythonpath=tmp_path)
     assert killed.returncode != 0 and not (work / f'iter_{ITERS}.pth').exists()
-    resumed = train(base, work, options, '--resume', nproc=nproc)
+    resumed = train(base, work, options, *args, '--resume', nproc=nproc)
     out = resumed.stdout + resumed.stderr
     assert f'resumed epoch: 0, iter: {SAVED_AT}' in out
     assert 'taking over the lock of a run that no longer runs' in out  # the killed run's lock
-    return load_ckpt(straight / f'iter_{ITERS}.pth'), load_ckpt(work / f'iter_{ITERS}.pth'), work
+    return load(straight / f'iter_{ITERS}.pth'), load(work / f'iter_{ITERS}.pth'), work
 
 
 @pytest.fixture(scope='module')
@@ -112,4 +112,18 @@ def test_detection_killed_and_resumed_is_bit_identical(tmp_path_factory, tmp_pat
     options = data_options(root, COMMON + ['model.backbone.drop_path_rate=0.2', f'val_evaluator.ann_file={ann}',
                                            f'test_evaluator.ann_file={ann}'])[1:]
     straight, resumed, _ = kill_and_resume(tmp_path, DET, options)
+    assert differing(straight, resumed) == []
+
+
+def test_deepspeed_zero1_killed_and_resumed_is_bit_identical(ade, tmp_path):
+    """ZeRO-1, fp32, one process: the random states travel in the message hub of DeepSpeed's client state."""
+    from conftest import load_tool
+    consolidate = load_tool('zero_to_fp32').consolidate
+
+    def weights(folder):
+        return dict(state_dict=consolidate(str(folder))['state_dict'], optimizer=dict(state={}))
+
+    straight, resumed, _ = kill_and_resume(tmp_path, 'configs/segmentation/tiny/tiny_upernet_full_synthetic_deepspeed.py',
+                                           data_options(ade, SEG)[1:], '--deepspeed', '1', '--deepspeed-precision',
+                                           'fp32', load=weights)
     assert differing(straight, resumed) == []
