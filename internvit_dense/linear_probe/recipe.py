@@ -50,9 +50,13 @@ def load_recipe_probe(path: str) -> RecipeProbe:
     n_last = (model_cfg or {}).get('n_last_blocks', 1)
     avgpool = (model_cfg or {}).get('avgpool', True)
     spec = FeatureSpec(n_last, avgpool)
+    weight, bias = sd['head.fc.weight'].float().t(), sd['head.fc.bias'].float()
+    if 'head.bn.weight' in sd:  # an affine BatchNorm (InternVL's head): folded into the linear layer, exactly
+        gamma, beta = sd['head.bn.weight'].float(), sd['head.bn.bias'].float()
+        weight, bias = gamma[:, None] * weight, bias + beta @ weight
     clf = ProbeClassifier(spec=spec.name, keys=[], lr=float('nan'), mean=sd['head.bn.running_mean'].float(),
                           var=sd['head.bn.running_var'].float(), eps=(model_cfg or {}).get('bn_eps', 1e-6),
-                          weight=sd['head.fc.weight'].float().t().contiguous(), bias=sd['head.fc.bias'].float())
+                          weight=weight.contiguous(), bias=bias)
     return RecipeProbe(clf, model_cfg, crop, backbone_in_checkpoint=any(k.startswith('backbone.') for k in sd))
 
 
