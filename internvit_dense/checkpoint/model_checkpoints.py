@@ -1,0 +1,202 @@
+"""Whole-model checkpoints (a segmentor's, a classifier's) into the model a config builds, strictly.
+
+Ours are mmengine's (``state_dict`` + ``meta``, or a bare state dict). InternVL's released task
+checkpoints (:mod:`.internvl_tasks`) load as they are: recognised, checked against the model
+(a file of another recipe is refused with the reason and the config to use), renamed, then loaded
+by mmengine's own checkpoint-to-model step, strictly. Tensors keep the file's values: the bf16
+backbone of an InternVL file is widened to the model's dtype, never resampled or re-initialised.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import os.path as osp
+import pickle
+import types
+from typing import Optional, Union
+
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+
+from .internvl_tasks import TASK_FORMATS, detect_task_format
+from .loading import CheckpointError
+
+WRAPPER_KEYS = ('state_dict', 'module', 'model')
+
+
+class ModelCheckpointError(CheckpointError):
+    """A model checkpoint that cannot be read, or does not fit the model: the message says what to do."""
+
+
+# ------------------------------------------------------------------ reading files
+class _Missing(dict):
+    """Stands in for an object whose class this environment cannot import (InternVL's classification
+    checkpoints pickle their yacs ``CfgNode`` config beside the weights); keeps its items and state."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def __setstate__(self, state):
+        self.__dict__['state'] = state
+
+
+class _TolerantUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            return type(name, (_Missing,), {'__module__': module})
+
+
+# torch.load takes a module with Unpickler/load for its pickle_module
+_tolerant_pickle = types.SimpleNamespace(Unpickler=_TolerantUnpickler, load=pickle.load,
+                                         __name__='tolerant_pickle')
+
+
+def read_checkpoint_file(path: Union[str, os.PathLike]):
+    """``torch.load`` of a trusted checkpoint file, memory-mapped, with errors that name the file and what to do.
+
+    Objects of classes this environment lacks (a yacs config pickled beside the weights) become
+    plain dicts instead of failing the whole load.
+    """
+    path = str(path)
+    if osp.isdir(path):
+        raise ModelCheckpointError(f'{path} is a folder, not a checkpoint file (a DeepSpeed checkpoint? make one '
+                                   f'file of it: python tools/zero_to_fp32.py {path})')
+    if not osp.isfile(path):
+        raise ModelCheckpointError(f'checkpoint not found: {path}')
+    if osp.getsize(path) == 0:
+        raise ModelCheckpointError(f'checkpoint {path} is empty (0 bytes): an interrupted download or save; '
+                                   'download or save it again')
+    try:
+        try:
+            return torch.load(path, map_location='cpu', mmap=True, weights_only=False, pickle_module=_tolerant_pickle)
+        except RuntimeError as e:
+            if 'mmap' not in str(e):  # files in the pre-1.6 (non-zip) format cannot be memory-mapped
+                raise
+            return torch.load(path, map_location='cpu', weights_only=False, pickle_module=_tolerant_pickle)
+    except Exception as e:  # corrupt, truncated and foreign files surface as many different errors
+        raise ModelCheckpointError(damaged_file_message(path, e)) from e
+
+
+def damaged_file_message(path: str, error: BaseException) -> str:
+    """What a file torch cannot read is, as far as its first bytes tell, and what to do."""
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(64)
+    except OSError:
+        head = b''
+    if head.startswith(b'PK\x03\x04'):
+        what = 'a zip archive as PyTorch writes, but damaged or cut short (an interrupted download or save?)'
+    elif head[:1] == b'\x80':
+        what = 'a pickle in the pre-1.6 PyTorch format, but damaged or cut short'
+    elif head.lstrip()[:1] in (b'<', b'{'):
+        what = 'a text file (an HTML error page or JSON saved under a checkpoint name?)'
+    else:
+        what = 'not a PyTorch checkpoint (neither a zip archive nor a pickle)'
+    return (f'cannot read checkpoint {path}: {what} [{type(error).__name__}: {error}]. '
+            'Download or save it again, or point to the right file.')
+
+
+# ------------------------------------------------------------------ whole-model checkpoints
+def read_model_checkpoint(path: Union[str, os.PathLike]) -> dict:
+    """``dict(state_dict=<our names>, meta=<ours>, format=<name>, info=<what the file holds or None>,
+    source_format=<the InternVL format object or None>)`` of any supported whole-model checkpoint."""
+    path = str(path)
+    obj = read_checkpoint_file(path)
+    if not isinstance(obj, dict):
+        raise ModelCheckpointError(f'{path} holds a {type(obj).__name__}, not a state dict or a training checkpoint')
+    state, wrapper = obj, None
+    for key in WRAPPER_KEYS:
+        if isinstance(obj.get(key), dict) and obj[key] and all(isinstance(v, torch.Tensor) for v in obj[key].values()):
+            state, wrapper = obj[key], key
+            break
+    fmt, prefix = detect_task_format(state.keys())
+    if fmt is None:
+        return dict(state_dict=state, meta=obj.get('meta') if wrapper else None, format='mmengine', info=None,
+                    source_format=None, raw=obj)
+    theirs = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    meta = obj.get('meta') if isinstance(obj.get('meta'), dict) else {}
+    if fmt.task == 'classification':  # the training config lies beside the weights, not in a meta dict
+        meta = dict(meta, config=obj.get('config'), epoch=obj.get('epoch'), max_accuracy=obj.get('max_accuracy'))
+    info = fmt.describe(theirs, meta)
+    ours = {fmt.to_ours(k): v for k, v in theirs.items()}
+    our_meta = dict(converted_from=fmt.name, source=osp.basename(path))
+    dataset_meta = fmt.dataset_meta(meta)
+    if dataset_meta:
+        our_meta['dataset_meta'] = dataset_meta
+    if isinstance(meta.get('config'), str):
+        our_meta['source_config'] = meta['config']
+    return dict(state_dict=ours, meta=our_meta, format=fmt.name, info=info, source_format=fmt, raw=obj)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside DDP / DeepSpeed / test-time-augmentation wrappers."""
+    while isinstance(getattr(model, 'module', None), nn.Module):
+        model = model.module
+    return model
+
+
+def check_fits(ckpt: dict, model: nn.Module, path: str) -> None:
+    """Refuses an InternVL task checkpoint whose recipe is not the model's, with the reasons and the config to use."""
+    fmt = ckpt['source_format']
+    if fmt is None:
+        return
+    problems = fmt.mismatches(ckpt['info'], unwrap_model(model))
+    if problems:
+        raise ModelCheckpointError(
+            f"{path} is InternVL's {describe_recipe(ckpt)} checkpoint ({fmt.name}) and does not fit the model of "
+            'this config:\n  - ' + '\n  - '.join(problems)
+            + f'\nits config here: {fmt.suggested_config(ckpt["info"])}')
+
+
+def describe_recipe(ckpt: dict) -> str:
+    info, fmt = ckpt['info'], ckpt['source_format']
+    if fmt is None:
+        return 'a'
+    if fmt.task == 'classification':
+        return 'linear-probe classification head'
+    head = {'linear': 'BN + linear head', 'upernet': 'UperNet'}.get(info['head'], info['head'])
+    blocks = f" on blocks {info['out_indices']}" if info.get('out_indices') else ''
+    tuned = {True: 'frozen backbone, ', False: 'tuned backbone, ', None: ''}[info.get('frozen')]
+    return f'segmentation ({tuned}{head}{blocks})'
+
+
+def load_model_checkpoint(model: nn.Module, path: Union[str, os.PathLike], strict: bool = True,
+                          logger: str = 'current') -> dict:
+    """Loads ``path`` (ours or an InternVL task checkpoint) into ``model``, strictly; returns its meta (ours)."""
+    from mmengine.runner.checkpoint import _load_checkpoint_to_model
+    path = str(path)
+    ckpt = read_model_checkpoint(path)
+    check_fits(ckpt, model, path)
+    container = ckpt['raw'] if ckpt['source_format'] is None else dict(state_dict=ckpt['state_dict'])
+    try:
+        _load_checkpoint_to_model(model, container, strict=strict)
+    except RuntimeError as e:
+        raise ModelCheckpointError(f'checkpoint {path} does not fit the model of the config:\n{e}') from None
+    if ckpt['source_format'] is not None:
+        dtypes = sorted({str(v.dtype).replace('torch.', '') for v in ckpt['state_dict'].values()})
+        print_log(f"loaded InternVL's {describe_recipe(ckpt)} checkpoint {path} ({ckpt['format']}): "
+                  f"{len(ckpt['state_dict'])} tensors ({', '.join(dtypes)} in the file)", logger=logger,
+                  level=logging.INFO)
+    return ckpt['meta'] or {}
+
+
+def save_model_checkpoint(ckpt: dict, path: Union[str, os.PathLike]) -> None:
+    """Writes a converted checkpoint as a plain mmengine/mmseg 1.x one (``state_dict`` + ``meta``), atomically."""
+    path = str(path)
+    tmp = osp.join(osp.dirname(osp.abspath(path)), f'.{osp.basename(path)}.tmp-{os.getpid()}')
+    try:
+        with open(tmp, 'wb') as f:
+            torch.save(dict(state_dict=ckpt['state_dict'], meta=ckpt['meta']), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+__all__ = ['ModelCheckpointError', 'TASK_FORMATS', 'check_fits', 'load_model_checkpoint', 'read_checkpoint_file',
+           'read_model_checkpoint', 'save_model_checkpoint', 'unwrap_model', 'damaged_file_message']
