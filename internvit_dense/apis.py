@@ -9,7 +9,8 @@ It is mmseg's ``init_model`` / mmdet's ``init_detector`` (the config's ``default
 with two differences. The checkpoint is loaded strictly, so one that does not fit the config fails
 instead of leaving random weights. And it loads the checkpoints our training writes on torch >= 2.6,
 whose ``weights_only`` default refuses the objects mmengine stores beside the weights: the file is
-one the caller names, trusted as tools/test.py trusts it.
+one the caller names, trusted as tools/test.py trusts it. InternVL's released ADE20K checkpoints
+load as they are too, into the config of their recipe (a file of another recipe is refused with the reason).
 """
 import os
 import os.path as osp
@@ -18,8 +19,8 @@ from typing import Optional, Union
 
 import torch
 from mmengine.config import Config
-# the step of mmengine.runner.load_checkpoint after reading the file: state_dict key, module. prefix, load
-from mmengine.runner.checkpoint import _load_checkpoint_to_model
+
+from internvit_dense.checkpoint.model_checkpoints import load_model_checkpoint
 
 
 def init_model(config: Union[str, os.PathLike, Config], checkpoint: Optional[Union[str, os.PathLike]] = None,
@@ -35,12 +36,17 @@ def init_model(config: Union[str, os.PathLike, Config], checkpoint: Optional[Uni
         config = Config.fromfile(str(config))
     if cfg_options:
         config.merge_from_dict(cfg_options)
+    if checkpoint is not None:  # before building: a 6B model takes a while to build
+        if osp.isdir(checkpoint):
+            raise IsADirectoryError(f'{checkpoint} is a folder (a DeepSpeed checkpoint?): make one file of it first '
+                                    f'with python tools/zero_to_fp32.py {checkpoint}')
+        if not osp.isfile(checkpoint):
+            raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
     scope = config.get('default_scope')
     if scope not in ('mmseg', 'mmdet'):
         raise ValueError(f"init_model builds segmentation (default_scope='mmseg') and detection ('mmdet') models; "
                          f'this config has default_scope={scope!r} (linear probing: tools/test.py, '
                          'tools/linear_probe.py)')
-    state = _read_checkpoint(checkpoint) if checkpoint is not None else None
 
     if scope == 'mmdet':
         from mmdet.apis import init_detector
@@ -52,30 +58,11 @@ def init_model(config: Union[str, os.PathLike, Config], checkpoint: Optional[Uni
         model = init_segmentor(config, checkpoint=None, device='cpu')
 
     meta = None
-    if state is not None:
-        try:
-            _load_checkpoint_to_model(model, state, strict=True)
-        except RuntimeError as e:
-            raise RuntimeError(f'checkpoint {checkpoint} does not fit the model of the config:\n{e}') from None
-        meta = state.get('meta', {}).get('dataset_meta')
+    if checkpoint is not None:
+        # ours, or one of InternVL's released task checkpoints as it is; strictly, memory-mapped
+        meta = (load_model_checkpoint(model, str(checkpoint), strict=True) or {}).get('dataset_meta')
     model.dataset_meta = dict(meta) if meta else _test_set_metainfo(config)
     return model.to(device).eval()
-
-
-def _read_checkpoint(path: str) -> dict:
-    if osp.isdir(path):
-        raise IsADirectoryError(f'{path} is a folder (a DeepSpeed checkpoint?): make one file of it first with '
-                                f'python tools/zero_to_fp32.py {path}')
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path}')
-    try:
-        # memory-mapped: a 6B checkpoint is read into the model's own memory, not into a second 24 GB copy
-        state = torch.load(path, map_location='cpu', weights_only=False, mmap=True)
-    except RuntimeError:  # the pre-1.6 (non-zip) format cannot be mapped
-        state = torch.load(path, map_location='cpu', weights_only=False)
-    if not isinstance(state, dict):
-        raise TypeError(f'{path} holds a {type(state).__name__}, not a state dict or a training checkpoint')
-    return state
 
 
 def _test_set_metainfo(config: Config) -> dict:

@@ -240,3 +240,34 @@ def internvl_classifier(backbone_sd, head_sd, x, num_heads):
     feat = F.batch_norm(feat, head_sd['norm.running_mean'], head_sd['norm.running_var'], head_sd['norm.weight'],
                         head_sd['norm.bias'], False, 0.0, 1e-6)
     return feat @ head_sd['head.weight'].t() + head_sd['head.bias']
+
+
+# ------------------------------------------------------------------ the classification head's container
+def write_cls_head_file(path, head_sd, img_size, depth, embed_dims, num_heads, pretrained, monkeypatch, mlp_ratio=4):
+    """As classification/release.py leaves it: {'model': {norm.*, head.*}, 'lr_scheduler', 'max_accuracy', 'epoch',
+    'config': yacs CfgNode}. The CfgNode is pickled from a stand-in 'yacs.config' module, which is then made
+    unimportable: loading must not need yacs."""
+    import sys
+    import types
+    yacs = types.ModuleType('yacs')
+    yacs_config = types.ModuleType('yacs.config')
+
+    class CfgNode(dict):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.__dict__['__immutable__'] = True
+
+    CfgNode.__module__, CfgNode.__qualname__ = 'yacs.config', 'CfgNode'
+    yacs_config.CfgNode = CfgNode
+    yacs.config = yacs_config
+    monkeypatch.setitem(sys.modules, 'yacs', yacs)
+    monkeypatch.setitem(sys.modules, 'yacs.config', yacs_config)
+    cfg = CfgNode(DATA=CfgNode(IMG_SIZE=img_size, BATCH_SIZE=128),
+                  MODEL=CfgNode(TYPE='intern_vit_6b', NUM_CLASSES=int(head_sd['head.weight'].shape[0]),
+                                INTERN_VIT_6B=CfgNode(DEPTH=depth, EMBED_DIM=embed_dims, NUM_HEADS=num_heads,
+                                                      MLP_RATIO=mlp_ratio, QK_NORMALIZATION=True, QKV_BIAS=False,
+                                                      PRETRAINED=pretrained, CLS_TARGET='cls_patch_concat',
+                                                      FREEZE_VIT=True)))
+    torch.save(dict(model=head_sd, lr_scheduler=dict(last_epoch=10), max_accuracy=88.2, epoch=9, config=cfg), path)
+    monkeypatch.setitem(sys.modules, 'yacs', None)  # import yacs now fails, as where yacs is not installed
+    monkeypatch.setitem(sys.modules, 'yacs.config', None)

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 import torch
-from internvl_reference import (BF16, cls_head_keys, internvit6b_blocks, internvl_aux_head, internvl_classifier,
-                                internvl_linear_head, internvl_pyramid, internvl_upernet_head, random_state,
-                                seg_file_keys)
+from internvl_reference import (BF16, backbone_keys, cls_head_keys, internvit6b_blocks, internvl_aux_head,
+                                internvl_classifier, internvl_linear_head, internvl_pyramid, internvl_upernet_head,
+                                random_state, seg_file_keys, write_cls_head_file)
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
@@ -165,3 +165,93 @@ def test_converted_keys_are_the_ones_our_model_has(tmp_path):
     # and back: the format maps both ways
     fmt = ckpt['source_format']
     assert fmt.from_ours(ckpt['state_dict']).keys() == sd.keys()
+
+
+# ------------------------------------------------------------------ the classification head
+CLS_IMG = 56  # 4x4 patches; the real head is at 224 px (16x16)
+
+
+def build_classifier(pretrained, **model_options):
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs/classification/tiny/tiny_linear_probe_synthetic.py'))
+    cfg.merge_from_dict({'model.backbone.arch': dict(TINY_ARCH, _delete_=True), 'model.num_classes': 1000,
+                         'model.backbone.init_cfg': dict(_delete_=True, type='Pretrained', checkpoint=str(pretrained)),
+                         **model_options})
+    from mmengine.registry import MODELS
+    return MODELS.build(cfg.model).eval()
+
+
+def write_pretrained_backbone(path):
+    """InternViT-6B's released .pth layout (intern_vit_6b_224px.pth: our names), tiny, at the 56 px grid."""
+    sd = {k: v.float() for k, v in random_state(backbone_keys(C, DEPTH, MLP, grid=CLS_IMG // 14, prefix=''),
+                                                seed=1).items()}
+    torch.save(sd, path)
+    return sd
+
+
+def test_released_classification_head_loads_and_scores_as_internvl(tmp_path, monkeypatch):
+    backbone_sd = write_pretrained_backbone(tmp_path / 'intern_vit_6b_224px.pth')
+    head_sd = random_state(cls_head_keys(C, 1000), seed=2)
+    assert head_sd['head.weight'].shape == (1000, 2 * C) and head_sd['norm.weight'].dtype == torch.float32
+    path = tmp_path / 'intern_vit_6b_224px_head.pth'
+    write_cls_head_file(path, head_sd, CLS_IMG, DEPTH, C, HEADS, str(tmp_path / 'intern_vit_6b_224px.pth'),
+                        monkeypatch)
+    model = build_classifier(tmp_path / 'intern_vit_6b_224px.pth')
+    meta = load_model_checkpoint(model, path)  # strict; the frozen backbone comes from its pretrained file
+    assert meta['converted_from'] == 'internvl-cls'
+    x = torch.randn(2, 3, CLS_IMG, CLS_IMG)
+    with torch.no_grad():
+        ours = model(x, mode='tensor')
+        theirs = internvl_classifier(backbone_sd, head_sd, x, HEADS)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+    info = read_model_checkpoint(path)['info']  # its pickled yacs config, read without yacs
+    assert (info['img_size'], info['depth'], info['embed_dims'], info['cls_target']) == (56, DEPTH, C,
+                                                                                         'cls_patch_concat')
+
+
+def test_classification_head_refused_by_a_probe_without_affine_batchnorm(tmp_path, monkeypatch):
+    write_pretrained_backbone(tmp_path / 'vit.pth')
+    path = tmp_path / 'head.pth'
+    write_cls_head_file(path, random_state(cls_head_keys(C, 1000)), CLS_IMG, DEPTH, C, HEADS, 'vit.pth', monkeypatch)
+    model = build_classifier(tmp_path / 'vit.pth', **{'model.bn_affine': False})
+    with pytest.raises(ModelCheckpointError, match=r"scale and shift \(InternVL's head\).*set bn_affine=True"):
+        load_model_checkpoint(model, path)
+
+
+# ------------------------------------------------------------------ through the tools
+def test_tools_test_and_init_model_take_a_released_file_as_it_is(tmp_path):
+    """tools/test.py CONFIG internvl_file.pth and apis.init_model, on the tiny linear config and synthetic data."""
+    sys.path.insert(0, os.path.join(ROOT, 'tests'))
+    from seg_utils import data_options, miou_of, run_tool
+
+    from internvit_dense.apis import init_model
+    from internvit_dense.datasets.synthetic_ade20k import generate_synthetic_ade20k
+    data = tmp_path / 'data'
+    generate_synthetic_ade20k(str(data), num_train=2, num_val=3, seed=0, progress=False, overwrite=True)
+    # the tiny config's structure: 96 wide, 4 blocks, block 3 read, 112 px crops (8x8 grid)
+    keys = seg_file_keys('linear', 96, 4, 384, grid=8)
+    sd = random_state(keys)
+    from mmseg.datasets import ADE20KDataset
+    text = training_config_text('linear_frozen').replace('out_indices=[6]', 'out_indices=[2]')
+    path = tmp_path / 'linear_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5_frozen.pth'
+    torch.save(dict(state_dict=sd, meta=dict(config=text, CLASSES=ADE20KDataset.METAINFO['classes'],
+                                             PALETTE=ADE20KDataset.METAINFO['palette'])), path)
+    config = 'configs/segmentation/tiny/tiny_linear_frozen_synthetic.py'
+    proc = run_tool('test.py', config, path, '--work-dir', tmp_path / 'work',
+                    *data_options(data, ['test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']))
+    assert 0 <= miou_of(proc.stdout) <= 100
+    assert "loaded InternVL's segmentation (frozen backbone, BN + linear head on blocks [2]) checkpoint" in (
+        proc.stdout + proc.stderr)
+
+    model = init_model(os.path.join(ROOT, config), path)
+    assert model.dataset_meta['classes'][0] == 'wall' and len(model.dataset_meta['classes']) == 150
+    assert torch.equal(model.decode_head.bn.running_var, sd['decode_head.norm.running_var'])
+
+    # the UperNet file into the linear config: refused, with the reason and the config to use
+    upernet = tmp_path / 'upernet.pth'
+    torch.save(dict(state_dict=random_state(seg_file_keys('upernet', 96, 4, 384, grid=8, ch=16, aux_ch=16)),
+                    meta={}), upernet)
+    with pytest.raises(ModelCheckpointError) as e:
+        init_model(os.path.join(ROOT, config), upernet)
+    assert "InternVL's 4-level pyramid (backbone.up1..up4) and the config none" in str(e.value)
+    assert 'its config here: configs/segmentation/internvit_6b_upernet_frozen_ade20k_504.py' in str(e.value)

@@ -13,7 +13,8 @@ from internvit_dense.engine.launch import add_common_args, allow_full_checkpoint
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (and evaluate) a checkpoint')
     add_common_args(parser)
-    parser.add_argument('checkpoint', help='checkpoint file (a training checkpoint or a consolidated state dict)')
+    parser.add_argument('checkpoint', help='checkpoint file (a training checkpoint, a consolidated state dict, or one of '
+                        "InternVL's released task checkpoints as it is)")
     parser.add_argument('--show-dir', help='write prediction overlays (PNG) into this folder')
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds each shown prediction stays')
@@ -110,10 +111,12 @@ def main(argv=None):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    # ours, or one of InternVL's released task checkpoints as it is (internvit_dense.checkpoint.internvl_tasks)
+    from internvit_dense.checkpoint.model_checkpoints import ModelCheckpointError, load_model_checkpoint
     try:
-        runner.load_checkpoint(args.checkpoint, strict=True)
-    except RuntimeError as e:
-        raise SystemExit(f'checkpoint {args.checkpoint} does not fit the model of {args.config}:\n{e}') from None
+        load_model_checkpoint(runner.model, args.checkpoint, strict=True)
+    except ModelCheckpointError as e:
+        raise SystemExit(f'{e}\n(config: {args.config})') from None
     metrics = runner.test()
     tta = f' with test-time augmentation ({views} views per image merged)' if args.tta else ''
     print('\n'.join([f'test results of {args.checkpoint}{tta}:'] + [f'  {k}: {v}' for k, v in metrics.items()]))

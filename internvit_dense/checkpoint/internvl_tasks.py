@@ -195,7 +195,9 @@ class InternVLClsFormat:
                     affine='norm.weight' in state_dict,
                     eps=None,
                     img_size=_get(_get(cfg, 'DATA') or {}, 'IMG_SIZE'),
-                    depth=_get(vit, 'DEPTH'), embed_dims=_get(vit, 'EMBED_DIM'),
+                    depth=_get(vit, 'DEPTH'), embed_dims=_get(vit, 'EMBED_DIM'), num_heads=_get(vit, 'NUM_HEADS'),
+                    mlp_ratio=_get(vit, 'MLP_RATIO'), qk_normalization=_get(vit, 'QK_NORMALIZATION'),
+                    qkv_bias=_get(vit, 'QKV_BIAS'),
                     cls_target=_get(vit, 'CLS_TARGET'), pretrained=_get(vit, 'PRETRAINED'))
 
     def suggested_config(self, info: dict) -> str:
