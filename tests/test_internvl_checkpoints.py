@@ -72,7 +72,9 @@ def build_tiny(config, out_indices, **cfg_options):
     cfg = Config.fromfile(os.path.join(SEG, config))
     cfg.merge_from_dict({'model.backbone.arch': dict(TINY_ARCH, _delete_=True), 'model.backbone.init_cfg': None,
                          'model.backbone.out_indices': out_indices, 'model.backbone.with_cp': False,
-                         'model.backbone.drop_path_rate': 0.0, **cfg_options})
+                         'model.backbone.drop_path_rate': 0.0,
+                         # compared in fp32 (the 6B frozen configs hold the backbone in bf16, as InternVL's file)
+                         'model.backbone.dtype': 'float32', **cfg_options})
     if cfg.model.get('neck'):
         cfg.merge_from_dict({'model.neck.embed_dim': C, 'model.decode_head.in_channels': [C] * 4,
                              'model.decode_head.channels': CH, 'model.auxiliary_head.in_channels': C,
@@ -175,6 +177,7 @@ def build_classifier(pretrained, **model_options):
     cfg = Config.fromfile(os.path.join(ROOT, 'configs/classification/tiny/tiny_linear_probe_synthetic.py'))
     cfg.merge_from_dict({'model.backbone.arch': dict(TINY_ARCH, _delete_=True), 'model.num_classes': 1000,
                          'model.backbone.init_cfg': dict(_delete_=True, type='Pretrained', checkpoint=str(pretrained)),
+                         'model.backbone.dtype': 'float32',  # compared in fp32
                          **model_options})
     from mmengine.registry import MODELS
     return MODELS.build(cfg.model).eval()

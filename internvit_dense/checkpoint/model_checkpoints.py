@@ -11,16 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import os.path as osp
-import pickle
-import types
 from typing import Optional, Union
 
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
+from .files import CheckpointError, torch_load
 from .internvl_tasks import TASK_FORMATS, detect_task_format
-from .loading import CheckpointError
 
 WRAPPER_KEYS = ('state_dict', 'module', 'model')
 
@@ -30,73 +28,18 @@ class ModelCheckpointError(CheckpointError):
 
 
 # ------------------------------------------------------------------ reading files
-class _Missing(dict):
-    """Stands in for an object whose class this environment cannot import (InternVL's classification
-    checkpoints pickle their yacs ``CfgNode`` config beside the weights); keeps its items and state."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__()
-
-    def __setstate__(self, state):
-        self.__dict__['state'] = state
-
-
-class _TolerantUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        try:
-            return super().find_class(module, name)
-        except (ImportError, AttributeError):
-            return type(name, (_Missing,), {'__module__': module})
-
-
-# torch.load takes a module with Unpickler/load for its pickle_module
-_tolerant_pickle = types.SimpleNamespace(Unpickler=_TolerantUnpickler, load=pickle.load,
-                                         __name__='tolerant_pickle')
-
-
 def read_checkpoint_file(path: Union[str, os.PathLike]):
-    """``torch.load`` of a trusted checkpoint file, memory-mapped, with errors that name the file and what to do.
-
-    Objects of classes this environment lacks (a yacs config pickled beside the weights) become
-    plain dicts instead of failing the whole load.
-    """
+    """A trusted checkpoint file, memory-mapped (:func:`.files.torch_load`), with errors that say what to do."""
     path = str(path)
     if osp.isdir(path):
         raise ModelCheckpointError(f'{path} is a folder, not a checkpoint file (a DeepSpeed checkpoint? make one '
                                    f'file of it: python tools/zero_to_fp32.py {path})')
     if not osp.isfile(path):
         raise ModelCheckpointError(f'checkpoint not found: {path}')
-    if osp.getsize(path) == 0:
-        raise ModelCheckpointError(f'checkpoint {path} is empty (0 bytes): an interrupted download or save; '
-                                   'download or save it again')
     try:
-        try:
-            return torch.load(path, map_location='cpu', mmap=True, weights_only=False, pickle_module=_tolerant_pickle)
-        except RuntimeError as e:
-            if 'mmap' not in str(e):  # files in the pre-1.6 (non-zip) format cannot be memory-mapped
-                raise
-            return torch.load(path, map_location='cpu', weights_only=False, pickle_module=_tolerant_pickle)
-    except Exception as e:  # corrupt, truncated and foreign files surface as many different errors
-        raise ModelCheckpointError(damaged_file_message(path, e)) from e
-
-
-def damaged_file_message(path: str, error: BaseException) -> str:
-    """What a file torch cannot read is, as far as its first bytes tell, and what to do."""
-    try:
-        with open(path, 'rb') as f:
-            head = f.read(64)
-    except OSError:
-        head = b''
-    if head.startswith(b'PK\x03\x04'):
-        what = 'a zip archive as PyTorch writes, but damaged or cut short (an interrupted download or save?)'
-    elif head[:1] == b'\x80':
-        what = 'a pickle in the pre-1.6 PyTorch format, but damaged or cut short'
-    elif head.lstrip()[:1] in (b'<', b'{'):
-        what = 'a text file (an HTML error page or JSON saved under a checkpoint name?)'
-    else:
-        what = 'not a PyTorch checkpoint (neither a zip archive nor a pickle)'
-    return (f'cannot read checkpoint {path}: {what} [{type(error).__name__}: {error}]. '
-            'Download or save it again, or point to the right file.')
+        return torch_load(path)
+    except CheckpointError as e:
+        raise ModelCheckpointError(str(e)) from e.__cause__
 
 
 # ------------------------------------------------------------------ whole-model checkpoints
@@ -175,12 +118,16 @@ def load_model_checkpoint(model: nn.Module, path: Union[str, os.PathLike], stric
         _load_checkpoint_to_model(model, container, strict=strict)
     except RuntimeError as e:
         raise ModelCheckpointError(f'checkpoint {path} does not fit the model of the config:\n{e}') from None
+    log_loaded(ckpt, path, logger)
+    return ckpt['meta'] or {}
+
+
+def log_loaded(ckpt: dict, path: str, logger: str = 'current') -> None:
     if ckpt['source_format'] is not None:
         dtypes = sorted({str(v.dtype).replace('torch.', '') for v in ckpt['state_dict'].values()})
         print_log(f"loaded InternVL's {describe_recipe(ckpt)} checkpoint {path} ({ckpt['format']}): "
                   f"{len(ckpt['state_dict'])} tensors ({', '.join(dtypes)} in the file)", logger=logger,
                   level=logging.INFO)
-    return ckpt['meta'] or {}
 
 
 def save_model_checkpoint(ckpt: dict, path: Union[str, os.PathLike]) -> None:
@@ -198,5 +145,5 @@ def save_model_checkpoint(ckpt: dict, path: Union[str, os.PathLike]) -> None:
             os.remove(tmp)
 
 
-__all__ = ['ModelCheckpointError', 'TASK_FORMATS', 'check_fits', 'load_model_checkpoint', 'read_checkpoint_file',
-           'read_model_checkpoint', 'save_model_checkpoint', 'unwrap_model', 'damaged_file_message']
+__all__ = ['ModelCheckpointError', 'TASK_FORMATS', 'check_fits', 'load_model_checkpoint', 'log_loaded', 'read_checkpoint_file',
+           'read_model_checkpoint', 'save_model_checkpoint', 'unwrap_model']

@@ -383,9 +383,11 @@ class InternViTAdapter(BaseModule):
     def _run_blocks(self, start: int, end: int, grid: Tuple[int, int], tokens: torch.Tensor) -> torch.Tensor:
         # Not InternViT.run_block: a frozen ViT is in eval mode, which would switch its checkpointing off,
         # yet here its blocks are in the graph whenever the adapter trains.
+        dtype = tokens.dtype  # the adapter's; a bf16 ViT runs its blocks in bf16
+        tokens = tokens.to(self.vit.compute_dtype)
         for i in range(start, end + 1):
             tokens = maybe_checkpoint(self.with_cp and self.training, self.vit.blocks[i], tokens, grid)
-        return tokens
+        return tokens.to(dtype)
 
     def geometry(self, spm_maps: Sequence[torch.Tensor], grid: Tuple[int, int]) -> Geometry:
         vit = Level(grid[0], grid[1], self.vit.patch_size)
@@ -402,6 +404,7 @@ class InternViTAdapter(BaseModule):
         vit_images = images[..., :images.shape[-2] // patch * patch, :images.shape[-1] // patch * patch]
         with self.vit._grad_context():  # no graph for a frozen ViT's embeddings: nothing to train there
             tokens, grid = self.vit.prepare_tokens(vit_images)
+        tokens = tokens.to(images.dtype)
         geo = self.geometry([c1, *prior], grid)
         c = torch.cat([m.flatten(2).transpose(1, 2) + e for m, e in zip(prior, self.level_embed)], dim=1)
 
