@@ -13,7 +13,8 @@ from internvit_dense.engine.launch import add_common_args, allow_full_checkpoint
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (and evaluate) a checkpoint')
     add_common_args(parser)
-    parser.add_argument('checkpoint', help='checkpoint file (a training checkpoint or a consolidated state dict)')
+    parser.add_argument('checkpoint', help='checkpoint file (a training checkpoint, a consolidated state dict, or one of '
+                        "InternVL's released task checkpoints as it is)")
     parser.add_argument('--show-dir', help='write prediction overlays (PNG) into this folder')
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds each shown prediction stays')
