@@ -11,12 +11,15 @@ def register_all():
     from mmseg.registry import MODELS as SEG_MODELS
     from timm.layers import LayerNorm2d
 
-    from .backbones import InternViT
+    from .backbones import HFEncoder, InternViT, TimmEncoder
     from .heads import BNLinearHead
     from .necks import InternViTAdapter
 
     for registry in (ENGINE_MODELS, SEG_MODELS, DET_MODELS):
         registry.register_module(module=InternViT, force=True)
+        # Other libraries' encoders behind the same interface, for comparisons under the same heads.
+        registry.register_module(module=TimmEncoder, force=True)
+        registry.register_module(module=HFEncoder, force=True)
     SEG_MODELS.register_module(module=BNLinearHead, force=True)
     # ViT-Adapter: an InternViT with its adapter, used as a backbone (type='InternViTAdapter').
     for registry in (ENGINE_MODELS, SEG_MODELS, DET_MODELS):
