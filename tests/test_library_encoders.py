@@ -63,12 +63,12 @@ def test_timm_intern300m_gives_our_internvit_features(internvit_300m_file, size)
     wrapped.init_weights()
     x = images(size=size)
     with torch.no_grad():
-        want = ours.get_intermediate_layers(x, n=[0, 1], return_class_token=True)
-        got = wrapped.get_intermediate_layers(x, n=[0, 1], return_class_token=True)
+        want = ours.get_intermediate_layers(x, n=[0, -1], return_class_token=True)
+        got = wrapped.get_intermediate_layers(x, n=[0, -1], return_class_token=True)
         for (p_ours, c_ours), (p_timm, c_timm) in zip(want, got):
             torch.testing.assert_close(p_timm, p_ours, rtol=1e-4, atol=1e-4)
             torch.testing.assert_close(c_timm, c_ours, rtol=1e-4, atol=1e-4)
-        maps_ours, maps_timm = ours.get_intermediate_layers(x, n=[0, 1], reshape=True), wrapped(x)
+        maps_ours, maps_timm = ours.get_intermediate_layers(x, n=[0, -1], reshape=True), wrapped(x)
     assert [tuple(m.shape) for m in maps_timm] == [(2, TINY_300M['embed_dims'], size // 14, size // 14)] * 2
     for a, b in zip(maps_timm, maps_ours):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
@@ -108,7 +108,8 @@ def test_timm_encoder_without_class_token_and_other_normalisation():
 def test_internvit_semantics_frozen_indices_and_training():
     frozen = TimmEncoder('vit_intern300m_patch14_448', img_size=56, frozen=True, out_indices=[-2, -1],
                          model_kwargs=dict(TIMM_TINY_300M, depth=3))
-    assert frozen.out_indices == [1, 2] and frozen.depth == 3 and frozen.embed_dims == 48 and frozen.patch_size == 14
+    assert frozen.out_indices == [1, 2] and frozen.depth == 3 and frozen.patch_size == 14
+    assert frozen.embed_dims == TINY_300M['embed_dims']
     assert not any(p.requires_grad for p in frozen.parameters())
     frozen.train()
     assert not frozen.training and not frozen.model.training
@@ -175,6 +176,19 @@ def test_hf_wrapper_equals_transformers_forward(hf_dinov2_dir):
     assert [tuple(m.shape) for m in maps] == [(2, 32, 5, 5)] * 2
     torch.testing.assert_close(maps[1].flatten(2).transpose(1, 2), p2)
     assert not any(p.requires_grad for p in wrapped.parameters())
+    depths = {n: wrapped.get_layer_depth(n, 'backbone.')[0] for n, _ in wrapped.named_parameters(prefix='backbone')}
+    assert depths['backbone.model.embeddings.cls_token'] == 0
+    assert depths['backbone.model.encoder.layer.2.mlp.fc1.weight'] == 3 and depths['backbone.model.layernorm.weight'] == 4
+
+
+def test_layer_depths_for_layer_wise_decay():
+    enc = TimmEncoder('vit_intern300m_patch14_448', img_size=56, model_kwargs=dict(TIMM_TINY_300M, depth=3))
+    names = dict(enc.named_parameters(prefix='backbone'))
+    depth = {n: enc.get_layer_depth(n, 'backbone.') for n in names}
+    assert depth['backbone.model.cls_token'] == (0, 5) and depth['backbone.model.patch_embed.proj.weight'] == (0, 5)
+    assert depth['backbone.model.blocks.0.attn.qkv.weight'] == (1, 5)
+    assert depth['backbone.model.blocks.2.ls2.gamma'] == (3, 5)
+    assert enc.get_layer_depth('decode_head.conv_seg.weight', 'backbone.') == (4, 5)
 
 
 def test_registered_for_mmseg_mmdet_and_the_runner():

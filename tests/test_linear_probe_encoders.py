@@ -57,7 +57,8 @@ def test_extract_other_encoders_sweep_eval_and_compare(setup, capsys):
     save_checkpoint(tiny_vit(TINY_300M, seed=2, img_size=28, pretrain_size=28), ours_pth)
     ours_cache = extract(setup, '--checkpoint', ours_pth, '--arch', json.dumps(TINY_300M), '--pretrain-size', '28')
     printed = capsys.readouterr().out
-    assert 'encoder: timm:vit_intern300m_patch14_448, 2 blocks x 48 dims' in printed
+    assert (f"encoder: timm:vit_intern300m_patch14_448, {TINY_300M['depth']} blocks x {TINY_300M['embed_dims']} "
+            'dims') in printed
     assert f"encoder: hf:{setup['hf_dir']}, 2 blocks x 32 dims" in printed
 
     caches = {n: FeatureCache(c) for n, c in (('timm', timm_cache), ('hf', hf_cache), ('ours', ours_cache))}

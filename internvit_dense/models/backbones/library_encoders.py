@@ -29,11 +29,14 @@ import inspect
 import json
 import os
 import os.path as osp
+import re
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
+
+from ..registry import DET_MODELS, ENGINE_MODELS, SEG_MODELS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what the configs' data preprocessors normalise with (0..1 scale)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -88,6 +91,23 @@ class LibraryEncoder(BaseModule):
         """What the linear probe's feature cache records about this encoder (besides the weights)."""
         raise NotImplementedError
 
+    EMBEDDING_NAMES = ('cls_token', 'reg_token', 'pos_embed', 'patch_embed', 'mask_token', 'embeddings')
+
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """(layer depth, number of layers) of a parameter, for layer-wise lr decay, as InternViT's:
+        embeddings are layer 0, block ``i`` is ``i + 1`` (timm's ``blocks.i``, transformers' ``layer(s).i``),
+        anything else (final norm, neck, heads) the last, ``depth + 1``, of ``depth + 2``."""
+        num_layers = self.depth + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        name = param_name[len(prefix):]
+        block = re.search(r'(?:^|\.)(?:blocks|layers?)\.(\d+)\.', name)
+        if block:
+            return int(block.group(1)) + 1, num_layers
+        if any(part in name.split('.') for part in self.EMBEDDING_NAMES):
+            return 0, num_layers
+        return num_layers - 1, num_layers
+
     # ----------------------------------------------------------------- modes
     def train(self, mode: bool = True):
         return super().train(mode and not self.frozen)
@@ -137,6 +157,10 @@ def _default_device_is_meta() -> bool:
     return torch.empty(0).device.type == 'meta'
 
 
+# Other libraries' encoders behind InternViT's interface, for comparisons under the same heads.
+@ENGINE_MODELS.register_module()
+@SEG_MODELS.register_module()
+@DET_MODELS.register_module()
 class TimmEncoder(LibraryEncoder):
     """A timm vision transformer, run through its ``forward_intermediates``.
 
@@ -245,6 +269,9 @@ def load_timm_checkpoint(model: nn.Module, path: str, what: str) -> None:
         raise EncoderLoadError(f'{what}: {path} does not fit the architecture:\n{e}') from None
 
 
+@ENGINE_MODELS.register_module()
+@SEG_MODELS.register_module()
+@DET_MODELS.register_module()
 class HFEncoder(LibraryEncoder):
     """A Hugging Face vision model (DINOv2, DINOv3, SigLIP/SigLIP2, CLIP ...) run through transformers.
 
