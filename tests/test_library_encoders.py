@@ -202,3 +202,24 @@ def test_registered_for_mmseg_mmdet_and_the_runner():
                                  out_indices=[-1], frozen=True, model_kwargs=TIMM_TINY_300M))
         assert isinstance(bb, TimmEncoder)
         assert registry.get('HFEncoder') is HFEncoder
+
+
+@pytest.mark.parametrize('family', ['dinov3', 'siglip'])
+def test_hf_dinov3_with_registers_and_siglip_without_cls(family, tmp_path):
+    """DINOv3 (cls + 4 register tokens, RoPE, final norm 'norm') and SigLIP (no prefix tokens, 'post_layernorm'):
+    the wrapper's last block is transformers' last_hidden_state; SigLIP's class token is the mean patch token."""
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel, SiglipVisionConfig, SiglipVisionModel
+    kw = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=16,
+              image_size=64)
+    if family == 'dinov3':
+        model, n_prefix = DINOv3ViTModel(DINOv3ViTConfig(num_register_tokens=4, **kw)), 5
+    else:
+        model, n_prefix = SiglipVisionModel(SiglipVisionConfig(**kw)), 0
+    randomize_(model, seed=8).eval().save_pretrained(str(tmp_path))
+    wrapped = HFEncoder(str(tmp_path), frozen=True)
+    x = images(size=64)
+    with torch.no_grad():
+        ref = model(pixel_values=x, output_hidden_states=True).last_hidden_state  # ImageNet mean/std: no preprocessor
+        (patches, cls_tok), = wrapped.get_intermediate_layers(x, n=1, return_class_token=True)
+    torch.testing.assert_close(patches, ref[:, n_prefix:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cls_tok, ref[:, 0] if n_prefix else ref.mean(dim=1), rtol=1e-5, atol=1e-5)
