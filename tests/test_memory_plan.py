@@ -79,3 +79,12 @@ def test_tool_says_what_does_not_fit_and_what_would(capsys, one_thread):
     cp = changes['activation checkpointing (with_cp)']
     assert cp['fits'] and cp['total'] < plan['total'] and 'with_cp=True' in cp['how']
     assert any(s['fits'] and 'batch' in s['change'] for s in plan['suggestions'])
+
+
+def test_train_stops_a_gpu_run_that_cannot_fit(one_thread):
+    from internvit_dense.memory_plan import stop_if_it_cannot_fit
+    cfg = Config.fromfile('configs/segmentation/tiny/tiny_linear_frozen_synthetic.py')
+    stop_if_it_cannot_fit(cfg, 'tiny')  # no CUDA here: nothing is planned, nothing stops
+    stop_if_it_cannot_fit(cfg, 'tiny', gpu_memory_gb=4, gpus=2)  # fits
+    with pytest.raises(SystemExit, match=r'^tiny needs .* GB per GPU .* more than the .* usable of 0 GB; instead: '):
+        stop_if_it_cannot_fit(cfg, 'tiny', gpu_memory_gb=0.1, gpus=2)

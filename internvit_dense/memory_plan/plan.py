@@ -310,6 +310,29 @@ def plan_config(cfg, gpus: int = 8, gpu_memory_gb: float = 80, batch_size: Optio
     return plan
 
 
+def stop_if_it_cannot_fit(cfg, config_name: str, gpu_memory_gb: Optional[float] = None,
+                          gpus: Optional[int] = None) -> None:
+    """``tools/train.py``'s check before the model is built: on CUDA machines, a run whose plan does not fit
+    the GPUs stops with the plan's one line (what to run instead). Nothing happens on CPU-only machines
+    (host memory is not what the plan sizes), and a plan that fails to run only warns.
+    ``gpu_memory_gb`` / ``gpus`` default to this machine's GPU and the run's WORLD_SIZE."""
+    import os
+    import warnings
+    if gpu_memory_gb is None:
+        if not torch.cuda.is_available():
+            return
+        local = int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()
+        gpu_memory_gb = torch.cuda.get_device_properties(local).total_memory / GiB
+    gpus = gpus or int(os.environ.get('WORLD_SIZE', '1'))
+    try:
+        plan = plan_config(copy.deepcopy(cfg), gpus=gpus, gpu_memory_gb=gpu_memory_gb, name=config_name)
+    except Exception as e:  # the plan advises; it must not be what stops a run that may fit
+        warnings.warn(f'memory plan of {config_name} failed ({type(e).__name__}: {e}); training without it')
+        return
+    if not plan.fits:
+        raise SystemExit(plan.one_line())
+
+
 # ------------------------------------------------------------ suggestions
 def _backbone_vit_key(cfg) -> Optional[str]:
     backbone = cfg.model.get('backbone') or {}
@@ -430,4 +453,4 @@ def apply_overrides(cfg, deepspeed: Optional[int] = None, precision: Optional[st
     return cfg
 
 
-__all__ = ['Plan', 'plan_config', 'apply_overrides', 'training_input_size', 'DTYPES']
+__all__ = ['Plan', 'plan_config', 'stop_if_it_cannot_fit', 'apply_overrides', 'training_input_size', 'DTYPES']

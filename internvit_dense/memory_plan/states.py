@@ -69,7 +69,7 @@ def runner_of(cfg, gpus: int) -> Runner:
 @dataclass
 class ParameterCensus:
     """The parameters as built and as the optimizer sees them."""
-    trainable: int  # elements in the optimizer's param groups
+    trainable: int  # elements in the optimizer's param groups that require gradients
     frozen: int  # every other parameter element
     trainable_bytes: int
     frozen_bytes: int
@@ -89,7 +89,8 @@ def census(model: nn.Module, optimizer: torch.optim.Optimizer) -> ParameterCensu
 
     ``model`` and ``optimizer`` are on fake tensors (or small): the step allocates nothing real.
     """
-    in_groups = {id(p) for g in optimizer.param_groups for p in g['params']}
+    # mmengine's default constructor also puts frozen parameters in the groups: they never get a gradient
+    in_groups = {id(p) for g in optimizer.param_groups for p in g['params'] if p.requires_grad}
     trainable = [p for p in model.parameters() if id(p) in in_groups]
     frozen = [p for p in model.parameters() if id(p) not in in_groups]
     by_dtype: Dict[str, int] = {}
