@@ -109,7 +109,7 @@ def parse_args(argv=None):
 
 
 # ------------------------------------------------------------------- extract
-def build_backbone(args):
+def build_backbone(args, dtype=None):
     import torch
 
     from internvit_dense.models.backbones import InternViT
@@ -117,7 +117,7 @@ def build_backbone(args):
     arch = args.arch
     if arch and arch.strip().startswith('{'):
         arch = json.loads(arch)
-    kwargs = dict(img_size=args.img_size, frozen=True)
+    kwargs = dict(img_size=args.img_size, frozen=True, dtype=dtype)
     if args.patch_size:
         kwargs['patch_size'] = args.patch_size
     if args.pretrain_size:
@@ -187,9 +187,10 @@ def cmd_extract(args):
     if not splits:
         raise SystemExit(f'no split found under {args.data_root}; see internvit_dense/datasets/imagenet.py')
 
-    model = build_backbone(args)
+    # built in the precision's dtype straight from the checkpoint (on the meta device: no fp32 copy first)
+    model = build_backbone(args, dtype=dict(fp32=torch.float32, bf16=torch.bfloat16, fp16=torch.float16)[precision])
     blocks = parse_blocks(args.blocks, model.depth)
-    model.to(device=device, dtype=dict(fp32=torch.float32, bf16=torch.bfloat16, fp16=torch.float16)[precision])
+    model.to(device=device)
     identity = dict(
         checkpoint=(dict(kind='random', seed=args.seed) if args.random_init
                     else checkpoint_identity(args.checkpoint)),
