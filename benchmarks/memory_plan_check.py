@@ -22,6 +22,10 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 GiB = 2 ** 30
+# the tiny configs with InternViT-300M (24 blocks, 1024 wide) at their 112 px crop
+SIZE_300M = {'model.backbone.arch': '300m', 'model.backbone.out_indices': [5, 11, 17, 23],
+             'model.neck.embed_dim': 1024, 'model.decode_head.in_channels': [1024] * 4,
+             'model.auxiliary_head.in_channels': 1024}
 TINY = [
     ('linear, frozen', 'configs/segmentation/tiny/tiny_linear_frozen_synthetic.py', {}),
     ('UperNet, frozen', 'configs/segmentation/tiny/tiny_upernet_frozen_synthetic.py', {}),
@@ -32,7 +36,12 @@ TINY = [
     ('ViT-Adapter, frozen, with_cp', 'configs/segmentation/tiny/tiny_adapter_upernet_frozen_synthetic.py',
      {'model.backbone.with_cp': True}),
     ('Mask R-CNN (ViT-Adapter)', 'configs/detection/tiny/tiny_adapter_mask-rcnn_fpn_synthetic.py', {}),
-    ('linear probe (classification)', 'configs/classification/tiny/tiny_linear_probe_synthetic.py', {}),
+    ('linear probe (classification)', 'configs/classification/tiny/tiny_linear_probe_synthetic.py', {},
+     dict(batch=64)),
+    ('300M UperNet, frozen', 'configs/segmentation/tiny/tiny_upernet_frozen_synthetic.py', SIZE_300M),
+    ('300M UperNet, full, with_cp', 'configs/segmentation/tiny/tiny_upernet_full_synthetic.py', SIZE_300M),
+    ('300M UperNet, full, no with_cp', 'configs/segmentation/tiny/tiny_upernet_full_synthetic.py',
+     dict(SIZE_300M, **{'model.backbone.with_cp': False})),
 ]
 GPU_SIZES = (24, 40, 48, 80)
 
@@ -56,25 +65,28 @@ def _cpu_one(config, options, batch, queue):
     queue.put(dict(planned=planned, measured=measured, plan_seconds=plan_seconds))
 
 
-def part_cpu(batch):
+def part_cpu(batch, only=()):
     ctx = mp.get_context('spawn')
     rows = []
-    print(f'\nactivations and peak of one training step (batch {batch}), planned vs measured by the CPU allocator')
-    print(f'{"config":32s} {"kept planned":>12s} {"measured":>9s} {"ratio":>6s} {"peak planned":>12s} '
+    print(f'\nactivations and peak of one training step planned vs measured by the CPU allocator')
+    print(f'{"config":32s} {"batch":>5s} {"kept planned":>12s} {"measured":>9s} {"ratio":>6s} {"peak planned":>12s} '
           f'{"measured":>9s} {"ratio":>6s}')
-    for name, config, options in TINY:
+    for name, config, options, *extra in TINY:
+        if only and not any(o in name for o in only):
+            continue
+        row_batch = (extra[0] if extra else {}).get('batch', batch)
         queue = ctx.Queue()
-        proc = ctx.Process(target=_cpu_one, args=(config, options, batch, queue))
+        proc = ctx.Process(target=_cpu_one, args=(config, options, row_batch, queue))
         proc.start()
         result = queue.get()
         proc.join()
         p, m = result['planned'], result['measured']
-        row = dict(name=name, config=config, options=options, **result,
+        row = dict(name=name, config=config, options=options, batch=row_batch, **result,
                    kept_ratio=p['kept_for_backward'] / m['kept_for_backward'], peak_ratio=p['peak'] / m['peak'])
         rows.append(row)
-        print(f'{name:32s} {p["kept_for_backward"] / 2**20:9.1f} MB {m["kept_for_backward"] / 2**20:6.1f} MB '
-              f'{row["kept_ratio"]:6.3f} {p["peak"] / 2**20:9.1f} MB {m["peak"] / 2**20:6.1f} MB '
-              f'{row["peak_ratio"]:6.3f}', flush=True)
+        print(f'{name:32s} {row_batch:5d} {p["kept_for_backward"] / 2**20:9.1f} MB '
+              f'{m["kept_for_backward"] / 2**20:6.1f} MB {row["kept_ratio"]:6.3f} '
+              f'{p["peak"] / 2**20:9.1f} MB {m["peak"] / 2**20:6.1f} MB {row["peak_ratio"]:6.3f}', flush=True)
     return rows
 
 
@@ -133,11 +145,12 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--part', choices=['cpu', 'deepspeed', 'table', 'all'], default='all')
     p.add_argument('--batch', type=int, default=2, help='batch of the CPU steps')
+    p.add_argument('--only', nargs='+', default=(), help='cpu rows whose name contains one of these')
     p.add_argument('--out', help='JSON file (default work_dirs/benchmark/memory_plan_<time>.json)')
     args = p.parse_args()
     results = {}
     if args.part in ('cpu', 'all'):
-        results['cpu'] = part_cpu(args.batch)
+        results['cpu'] = part_cpu(args.batch, args.only)
     if args.part in ('deepspeed', 'all'):
         results['deepspeed'] = part_deepspeed()
     if args.part in ('table', 'all'):

@@ -16,7 +16,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from .states import DTYPES, ModelStates, ParameterCensus, Runner, census, deepspeed_estimate, model_states, runner_of
+from .states import ModelStates, ParameterCensus, Runner, census, deepspeed_estimate, model_states, runner_of
 from .trace import StepMemory, fake_tensors, measure_step
 
 GiB = 2 ** 30
@@ -396,7 +396,8 @@ def suggestions(cfg, plan: Plan, tracer: _Tracer) -> List[dict]:
                 apply_deepspeed_options(c, None, None, offload=True)
             else:
                 apply_deepspeed_options(c, _deepspeed_base(2), 'bf16', offload=True)
-        how = '--deepspeed-offload' if uses_deepspeed(cfg) else '--deepspeed 2 --deepspeed-precision bf16 --deepspeed-offload'
+        how = ('--deepspeed-offload' if uses_deepspeed(cfg)
+               else '--deepspeed 2 --deepspeed-precision bf16 --deepspeed-offload')
         candidates.append(('optimizer state offloaded to CPU', how, offload))
 
     out = []
@@ -453,4 +454,4 @@ def apply_overrides(cfg, deepspeed: Optional[int] = None, precision: Optional[st
     return cfg
 
 
-__all__ = ['Plan', 'plan_config', 'stop_if_it_cannot_fit', 'apply_overrides', 'training_input_size', 'DTYPES']
+__all__ = ['Plan', 'plan_config', 'stop_if_it_cannot_fit', 'apply_overrides', 'training_input_size']
