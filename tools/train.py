@@ -11,8 +11,9 @@ import sys
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout without install
 
-from internvit_dense.engine.cli import add_common_args, load_config, process_rank, resolve_resume, \
+from internvit_dense.engine.cli import add_common_args, load_config, resolve_resume, run_in_work_dir, \
     setup_entry_point, shutdown_distributed  # noqa: E402
+from internvit_dense.engine.hooks import add_safety_hooks  # noqa: E402
 
 DEEPSPEED_BASES = osp.join(ROOT, 'configs', '_base_', 'deepspeed')
 
@@ -31,6 +32,8 @@ def parse_args(argv=None):
                     help="DeepSpeed's precision (default: the config's, else fp32)")
     ds.add_argument('--deepspeed-offload', action='store_true',
                     help='keep the optimizer state in CPU memory (ZeRO-Offload)')
+    parser.add_argument('--no-memory-plan', action='store_true',
+                        help='on GPUs, do not stop a run that tools/memory_plan.py says cannot fit')
     return parser.parse_args(argv)
 
 
@@ -60,18 +63,11 @@ def main(argv=None):
         if wrapper != 'AmpOptimWrapper':
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    from internvit_dense.engine.fileio import CheckpointWriteError
-    from internvit_dense.engine.hooks import NonFiniteError, add_safety_hooks
-    from internvit_dense.engine.work_dir import WorkDirBusy, WorkDirLock
-    lock = WorkDirLock(cfg.work_dir) if process_rank() == 0 else None  # one lock per run, held by rank 0
-    if lock is not None:
-        try:
-            for note in lock.acquire():
-                print(f'warning: {note}', file=sys.stderr)
-        except WorkDirBusy as e:
-            raise SystemExit(str(e)) from None
-    try:
+    with run_in_work_dir(cfg.work_dir):  # the work dir's lock; a NaN or a failed checkpoint write ends cleanly
         resolve_resume(cfg, args.resume, deepspeed=deepspeed)
+        if not args.no_memory_plan:
+            from internvit_dense.memory_plan import stop_if_it_cannot_fit
+            stop_if_it_cannot_fit(cfg, args.config)  # CUDA machines only: before the model is built
         add_safety_hooks(cfg)
 
         from mmengine.registry import RUNNERS
@@ -84,14 +80,8 @@ def main(argv=None):
             runner = FlexibleRunner.from_cfg(cfg)
         else:
             runner = Runner.from_cfg(cfg)
-        try:
-            runner.train()
-        except (NonFiniteError, CheckpointWriteError) as e:
-            raise SystemExit(f'training stopped: {e}') from None
+        runner.train()
         shutdown_distributed()
-    finally:
-        if lock is not None:
-            lock.release()
     print(f'training finished: checkpoints and logs in {osp.abspath(cfg.work_dir)}')
 
 

@@ -1,9 +1,12 @@
-"""ADE20K with early, clear errors for the data problems people actually meet."""
+"""ADE20K with early, clear errors for the data problems people actually meet, and the few-shot subsets."""
+import hashlib
 import os.path as osp
+import random
+from typing import List
 
 import numpy as np
-
 from mmcv.transforms import BaseTransform
+from mmengine.logging import print_log
 from mmseg.datasets import ADE20KDataset
 from mmseg.registry import DATASETS, TRANSFORMS
 
@@ -14,7 +17,18 @@ DATA_HELP = ('put ADEChallengeData2016 (images/ and annotations/ inside) there a
 @DATASETS.register_module()
 class CheckedADE20KDataset(ADE20KDataset):
     """mmseg's ``ADE20KDataset`` that refuses a missing or incomplete data root at build time,
-    instead of failing later inside a data loader worker (or spinning on an empty sampler)."""
+    instead of failing later inside a data loader worker (or spinning on an empty sampler).
+
+    ``subset_denominator=N`` keeps ``len(images) // N`` images, InternVL's few-shot rule
+    (``max_image_num=20210 // N``), chosen as :func:`few_shot_subset` says.
+    """
+
+    def __init__(self, *args, subset_denominator: int = 1, subset_seed: int = 0, **kwargs):
+        if int(subset_denominator) != subset_denominator or subset_denominator < 1:
+            raise ValueError(f'subset_denominator must be a whole number >= 1 (1/N of the images), '
+                             f'got {subset_denominator!r}')
+        self.subset_denominator, self.subset_seed = int(subset_denominator), subset_seed
+        super().__init__(*args, **kwargs)
 
     def load_data_list(self):
         img_dir = self.data_prefix.get('img_path', '')
@@ -42,7 +56,35 @@ class CheckedADE20KDataset(ADE20KDataset):
         for info in data_list:
             info['num_classes'] = len(self.metainfo['classes'])
             info['ignore_index'] = self.ignore_index
+        if self.subset_denominator > 1:
+            data_list = few_shot_subset(data_list, self.subset_denominator, self.subset_seed)
+            print_log(f'few-shot subset of {img_dir}: {len(data_list)} images (1/{self.subset_denominator}, '
+                      f'seed {self.subset_seed}, fingerprint {subset_fingerprint(data_list)})', logger='current')
         return data_list
+
+
+def few_shot_subset(data_list: List[dict], denominator: int, seed: int = 0) -> List[dict]:
+    """``len(data_list) // denominator`` samples, the same on every machine and in every process.
+
+    InternVL's rule (its ADE20KDataset's ``max_image_num``): shuffle the file list, keep the
+    first ``len // N``. Its shuffle drew from the process's random state, seeded by a number
+    its configs do not record (mmseg 0.30's ``init_random_seed`` without ``--seed``), so its
+    split cannot be rebuilt; here the names are sorted and shuffled by ``random.Random(seed)``.
+    The subsets are nested: the 1/16 images are among the 1/8 ones, and so on. Returned in
+    file-name order.
+    """
+    ordered = sorted(data_list, key=lambda d: osp.basename(d['img_path']))
+    random.Random(seed).shuffle(ordered)
+    keep = ordered[:len(ordered) // denominator]
+    if not keep:
+        raise ValueError(f'1/{denominator} of {len(data_list)} images is none: too few images for this subset')
+    return sorted(keep, key=lambda d: osp.basename(d['img_path']))
+
+
+def subset_fingerprint(data_list: List[dict]) -> str:
+    """12 hex digits of the SHA-1 of the sorted image file names: equal on two machines = same images."""
+    names = '\n'.join(sorted(osp.basename(d['img_path']) for d in data_list))
+    return hashlib.sha1(names.encode()).hexdigest()[:12]
 
 
 @TRANSFORMS.register_module()
