@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
-# class scores resized to the image at once, at most (elements; fp32): 128 MiB whatever the image size
-CHUNK_ELEMENTS = 1 << 25
+# class scores resized to the image at once, at most (elements; fp32): 512 MiB whatever the image size
+CHUNK_ELEMENTS = 1 << 27
 
 
 class UnreadableImage(ValueError):
@@ -83,8 +83,8 @@ def resize_argmax(logits: torch.Tensor, size: Tuple[int, int], align_corners: bo
             best, labels = value, index
         else:
             better = value > best
-            best = torch.where(better, value, best)
-            labels = torch.where(better, index + c0, labels)
+            torch.maximum(best, value, out=best)
+            labels[better] = index[better] + c0
     return labels
 
 
