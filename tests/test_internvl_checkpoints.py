@@ -258,3 +258,23 @@ def test_tools_test_and_init_model_take_a_released_file_as_it_is(tmp_path):
         init_model(os.path.join(ROOT, config), upernet)
     assert "InternVL's 4-level pyramid (backbone.up1..up4) and the config none" in str(e.value)
     assert 'its config here: configs/segmentation/internvit_6b_upernet_frozen_ade20k_504.py' in str(e.value)
+
+
+def test_a_damaged_checkpoint_is_named_with_what_to_do(tmp_path, capsys):
+    """tools/test.py and init_model on a file that is not a checkpoint (it used to be 'UnpicklingError: Memo value
+    not found' with no file named)."""
+    from conftest import load_tool
+
+    from internvit_dense.apis import init_model
+    from internvit_dense.checkpoint.files import UnreadableCheckpointError
+    junk = tmp_path / 'iter_80000.pth'
+    junk.write_bytes(bytes(range(256)) * 4)
+    config = os.path.join(ROOT, 'configs/segmentation/tiny/tiny_linear_frozen_synthetic.py')
+    with pytest.raises(SystemExit) as e:
+        load_tool('test').main([config, str(junk), '--work-dir', str(tmp_path / 'work')])
+    assert str(e.value).startswith(f'cannot read checkpoint {junk}: not a PyTorch checkpoint')
+    assert 'Download or save it again' in str(e.value) and 'does not fit' not in str(e.value)
+    empty = tmp_path / 'empty.pth'
+    empty.write_bytes(b'')
+    with pytest.raises(UnreadableCheckpointError, match=f'checkpoint {empty} is empty'):
+        init_model(config, empty)
