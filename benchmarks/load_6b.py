@@ -11,7 +11,10 @@ ours against transformers' ``InternVLVisionModel`` on the same checkpoint.
    resident memory, and a frozen bf16 forward of one 448x448 image and of a batch of 4 at 224 (each
    timed warm: the second call), images/s;
 4. checks our bf16 features: finite, and the first and the last block equal to the same block computed
-   in fp32 from the same (bf16) weights and inputs, to bf16 tolerance; and ours equal to transformers'.
+   in fp32 from the same (bf16) weights and inputs, to bf16 tolerance; and ours equal to transformers';
+5. saves a training checkpoint (``iter_1.pth``: this backbone in bf16, a random linear head) of
+   configs/segmentation/internvit_6b_448_linear_frozen_ade20k_504.py and runs tools/infer.py on it in a
+   fresh process: its peak resident memory (``--skip-infer`` skips this).
 
 The processes run one after the other; each needs about the checkpoint's size in memory (11-12 GiB).
 ``--depth``/``--width`` make a smaller model for a quick look. The checkpoint is deleted at the end
@@ -29,8 +32,8 @@ import subprocess
 import sys
 import time
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from common import ROOT, peak_rss_mib, print_table, rss_mib, write_record  # noqa: E402
 
 GiB = 1024 ** 3
 # bf16 keeps 8 significant bits: each rounding is off by at most 2^-9 (0.2%) relative. A block rounds its
@@ -43,15 +46,11 @@ CROSS_IMPL_TOL = 2 ** -3
 
 
 def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GiB
+    return peak_rss_mib() / 1024
 
 
 def rss_gib() -> float:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1]) * 1024 / GiB
-    return float('nan')
+    return rss_mib() / 1024
 
 
 def rel_err(a, b) -> float:
@@ -192,44 +191,89 @@ def child(which: str, ckpt: str, workdir: str) -> dict:
         return json.load(f)
 
 
+# ------------------------------------------------------------------ 5. tools/infer.py on a 6B training checkpoint
+INFER_CONFIG = 'configs/segmentation/internvit_6b_448_linear_frozen_ade20k_504.py'
+
+
+def write_training_checkpoint(backbone_dir: str, path: str) -> None:
+    """An ``iter_N.pth`` as training saves it for INFER_CONFIG: the backbone's bf16 tensors from the
+    checkpoint (what a frozen bf16 backbone holds), the head random. Only the head is ever built."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    import internvit_dense.models  # noqa: F401  (registers the modules)
+    from internvit_dense.checkpoint import open_checkpoint
+    from internvit_dense.models.backbones.internvit import backbones_on_meta
+
+    cfg = Config.fromfile(osp.join(ROOT, INFER_CONFIG))
+    init_default_scope(cfg.default_scope)
+    with backbones_on_meta():
+        model = MODELS.build(cfg.model)
+    state_dict = {k: v for k, v in model.state_dict().items() if not k.startswith('backbone.')}
+    reader = open_checkpoint(backbone_dir)
+    for name, value in reader.tensors():
+        if name.startswith('blocks.') and int(name.split('.')[1]) >= model.backbone.depth:
+            continue
+        state_dict[f'backbone.{name}'] = value.to(torch.float32) if 'norm' in name else value
+    torch.save(dict(state_dict=state_dict, meta=dict(iter=1)), path)
+
+
+def run_infer(ckpt: str, workdir: str) -> dict:
+    """tools/infer.py in a fresh process on one 512x683 image; its peak resident memory."""
+    import numpy as np
+    from PIL import Image
+    image = osp.join(workdir, 'photo.jpg')
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (512, 683, 3), dtype=np.uint8)).save(image)
+    peak_file = osp.join(workdir, 'infer_peak_kib')
+    code = ('import atexit, resource, runpy, sys; '
+            f'atexit.register(lambda: open({peak_file!r}, "w").write(str(resource.getrusage(resource.RUSAGE_SELF)'
+            '.ru_maxrss))); sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")')
+    cmd = [sys.executable, '-c', code, osp.join(ROOT, 'tools', 'infer.py'), INFER_CONFIG, ckpt, image,
+           '--out-dir', osp.join(workdir, 'infer_out'), '--device', 'cpu', '--quiet']
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f'tools/infer.py failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}')
+    with open(peak_file) as f:
+        peak = int(f.read()) * 1024 / GiB
+    summary = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith(('done:', 'classes'))]
+    return dict(seconds=seconds, peak_gib=peak, output=' | '.join(summary))
+
+
 # ------------------------------------------------------------------ the table
-def report(ours: dict, theirs: dict, weights_gib: float, cross_err: float, convert: dict) -> str:
-    target_peak = 1.1 * weights_gib + 1.0
+def report(ours: dict, theirs: dict, weights_gib: float, cross_err: float, convert: dict) -> dict:
+    """Prints the side-by-side table; returns the figures for the record."""
+    speed448, speed224 = theirs['fwd448_s'] / ours['fwd448_s'], theirs['fwd224x4_s'] / ours['fwd224x4_s']
     rows = [
-        ('load (s)', ours['load_s'], theirs['load_s'], theirs['load_s'] / ours['load_s'], 'x faster'),
+        ('load (s)', ours['load_s'], theirs['load_s'], theirs['load_s'] / ours['load_s'], 'theirs / ours'),
         ('RSS after load (GiB)', ours['rss_after_load_gib'], theirs['rss_after_load_gib'],
-         ours['rss_after_load_gib'] / theirs['rss_after_load_gib'], 'of theirs'),
+         ours['rss_after_load_gib'] / theirs['rss_after_load_gib'], 'ours / theirs'),
         ('peak RSS, load + forwards (GiB)', ours['peak_gib'], theirs['peak_gib'], ours['peak_gib'] / theirs['peak_gib'],
-         'of theirs'),
-        ('1x448 forward, warm (s)', ours['fwd448_s'], theirs['fwd448_s'], theirs['fwd448_s'] / ours['fwd448_s'],
-         'images/s ratio'),
-        ('1x448 images/s', 1 / ours['fwd448_s'], 1 / theirs['fwd448_s'], theirs['fwd448_s'] / ours['fwd448_s'], ''),
-        ('4x224 forward, warm (s)', ours['fwd224x4_s'], theirs['fwd224x4_s'],
-         theirs['fwd224x4_s'] / ours['fwd224x4_s'], 'images/s ratio'),
-        ('4x224 images/s', 4 / ours['fwd224x4_s'], 4 / theirs['fwd224x4_s'],
-         theirs['fwd224x4_s'] / ours['fwd224x4_s'], ''),
+         'ours / theirs'),
+        ('1x448 forward, warm (s)', ours['fwd448_s'], theirs['fwd448_s'], speed448, 'theirs / ours'),
+        ('1x448 images/s', 1 / ours['fwd448_s'], 1 / theirs['fwd448_s'], speed448, 'ours / theirs'),
+        ('4x224 forward, warm (s)', ours['fwd224x4_s'], theirs['fwd224x4_s'], speed224, 'theirs / ours'),
+        ('4x224 images/s', 4 / ours['fwd224x4_s'], 4 / theirs['fwd224x4_s'], speed224, 'ours / theirs'),
     ]
-    lines = [f'checkpoint: {weights_gib:.2f} GiB of bf16 weights (safetensors shards); '
-             f'{os.cpu_count()} CPU threads available, torch threads {ours.get("threads")}',
-             f'{"":34s} {"ours":>10s} {"transformers":>13s} {"ratio":>8s}',
-             *(f'{name:34s} {a:10.2f} {b:13.2f} {r:8.2f} {note}' for name, a, b, r, note in rows),
-             '',
-             f'targets: peak RSS <= 1.1 x weights + 1 GiB = {target_peak:.2f} GiB (ours {ours["peak_gib"]:.2f}: '
-             f'{"met" if ours["peak_gib"] <= target_peak else "MISSED"}); '
-             f'1x448 images/s ratio >= 1.0 (ours/theirs {theirs["fwd448_s"] / ours["fwd448_s"]:.2f}: '
-             f'{"met" if theirs["fwd448_s"] >= ours["fwd448_s"] else "MISSED"})',
-             f'weights held as: ours {ours["param_dtypes"]} (norm weights fp32), '
-             f'transformers {theirs["param_dtypes"]}; features out: ours {ours["out_dtype"]}, '
-             f'transformers {theirs["out_dtype"]}',
-             f'features finite: ours {ours["finite"]}, transformers {theirs["finite"]}',
-             f'bf16 vs fp32 of the same block (relative Frobenius error, tolerance {BF16_BLOCK_TOL:.4f}): '
-             f'first {ours["first_block_rel_err"]:.4f}, last {ours["last_block_rel_err"]:.4f} -> '
-             f'{"within" if max(ours["first_block_rel_err"], ours["last_block_rel_err"]) <= BF16_BLOCK_TOL else "OUTSIDE"}',
-             f'ours vs transformers after all blocks (bf16 both; tolerance {CROSS_IMPL_TOL:.3f}): {cross_err:.4f} -> '
-             f'{"within" if cross_err <= CROSS_IMPL_TOL else "OUTSIDE"}',
-             f'conversion to transformers (tools/convert_checkpoint.py, streamed): {convert["seconds"]:.1f}s, '
-             f'peak RSS {convert["peak_gib"]:.2f} GiB']
-    return '\n'.join(lines)
+    print(f'checkpoint: {weights_gib:.2f} GiB of bf16 weights (safetensors shards); torch threads {ours["threads"]} '
+          f'of {os.cpu_count()} CPUs')
+    print_table(['', 'ours', 'transformers', 'ratio', ''],
+                [(name, f'{a:.2f}', f'{b:.2f}', f'{r:.2f}', note) for name, a, b, r, note in rows])
+    print(f'peak RSS against the weights: ours {ours["peak_gib"]:.2f} GiB = {ours["peak_gib"] / weights_gib:.3f} x weights '
+          f'(1.1 x weights + 1 GiB = {1.1 * weights_gib + 1:.2f} GiB); transformers {theirs["peak_gib"]:.2f} GiB')
+    print(f'weights held as: ours {ours["param_dtypes"]} (norm weights fp32), transformers {theirs["param_dtypes"]}; '
+          f'features out: ours {ours["out_dtype"]}, transformers {theirs["out_dtype"]}')
+    print(f'features finite: ours {ours["finite"]}, transformers {theirs["finite"]}')
+    print(f'bf16 vs fp32 of the same block, same weights and input (relative Frobenius error; bf16 tolerance '
+          f'{BF16_BLOCK_TOL:.4f}): first block {ours["first_block_rel_err"]:.4f}, last block {ours["last_block_rel_err"]:.4f}')
+    print(f'ours vs transformers, last block output (both bf16; tolerance {CROSS_IMPL_TOL:.3f}): {cross_err:.4f}')
+    print(f'conversion to transformers (tools/convert_checkpoint.py, streamed): {convert["seconds"]:.1f}s, '
+          f'peak RSS {convert["peak_gib"]:.2f} GiB')
+    return dict(weights_gib=weights_gib, ours=ours, transformers=theirs, images_per_s_ratio_448=speed448,
+                images_per_s_ratio_224x4=speed224, ours_vs_transformers_rel_err=cross_err, convert=convert,
+                bf16_block_tol=BF16_BLOCK_TOL, cross_impl_tol=CROSS_IMPL_TOL)
 
 
 def main(argv=None):
@@ -239,10 +283,14 @@ def main(argv=None):
     p.add_argument('--depth', type=int, default=45)
     p.add_argument('--width', type=int, default=3200)
     p.add_argument('--heads', type=int, default=25)
-    p.add_argument('--child', choices=('ours', 'transformers'), help=argparse.SUPPRESS)
+    p.add_argument('--skip-infer', action='store_true', help='no tools/infer.py run on a 6B training checkpoint')
+    p.add_argument('--child', choices=('ours', 'transformers', 'write-training-checkpoint'), help=argparse.SUPPRESS)
     p.add_argument('--ckpt', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
+    if args.child == 'write-training-checkpoint':
+        write_training_checkpoint(args.ckpt, osp.join(args.workdir, 'iter_1.pth'))
+        return
     if args.child:
         import torch
         run = run_ours if args.child == 'ours' else run_transformers
@@ -263,14 +311,13 @@ def main(argv=None):
 
         print('2/4 converting to a transformers InternVLVisionModel directory', flush=True)
         t0 = time.perf_counter()
-        cmd = [sys.executable, '-c', 'import resource, runpy, sys; sys.argv = sys.argv[1:]; '
-               'runpy.run_path(sys.argv[0], run_name="__main__"); '
-               'print("peak_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)',
-               osp.join(ROOT, 'tools', 'convert_checkpoint.py'), ogv, hf, '--to', 'transformers', '--shard-size', '2GB']
+        cmd = [sys.executable, osp.join(ROOT, 'tools', 'convert_checkpoint.py'), ogv, hf, '--to', 'transformers',
+               '--shard-size', '2GB']
         proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f'conversion failed:\n{proc.stderr[-3000:]}')
-        peak_kib = int(proc.stdout.rsplit('peak_kib', 1)[1])
+        # the largest child waited for so far: the conversion is the first
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         convert = dict(seconds=time.perf_counter() - t0, peak_gib=peak_kib * 1024 / GiB)
         print(f'    {convert["seconds"]:.0f}s, peak RSS {convert["peak_gib"]:.2f} GiB', flush=True)
 
@@ -284,11 +331,26 @@ def main(argv=None):
         b = torch.load(osp.join(args.workdir, 'transformers_features.pt'))
         cross = rel_err(a, b)
         print()
-        print(report(ours, theirs, nbytes / GiB, cross, convert))
+        record = report(ours, theirs, nbytes / GiB, cross, convert)
+        if not args.skip_infer:
+            shutil.rmtree(hf, ignore_errors=True)  # disk: the training checkpoint takes its place
+            print(f'\n5/5 tools/infer.py {INFER_CONFIG} on a training checkpoint of this backbone (head random)',
+                  flush=True)
+            subprocess.run([sys.executable, osp.abspath(__file__), '--child', 'write-training-checkpoint', '--ckpt',
+                            ogv, '--workdir', args.workdir], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                           check=True)
+            infer = run_infer(osp.join(args.workdir, 'iter_1.pth'), args.workdir)
+            print(f'tools/infer.py, 1 image of 683x512 (slide windows of 504): {infer["seconds"]:.0f}s in all, '
+                  f'peak RSS {infer["peak_gib"]:.2f} GiB for {nbytes / GiB:.2f} GiB of bf16 weights; {infer["output"]}')
+            record['infer'] = infer
+        print(f'record: {write_record(record, name="load_6b")}')
     finally:
         if not args.keep:
             for d in (ogv, hf):
                 shutil.rmtree(d, ignore_errors=True)
+            for f in ('iter_1.pth',):
+                if osp.exists(osp.join(args.workdir, f)):
+                    os.remove(osp.join(args.workdir, f))
 
 
 if __name__ == '__main__':

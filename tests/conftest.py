@@ -4,13 +4,14 @@ import os
 import pytest
 import torch
 
+from internvit_dense.models.backbones.internvit import ARCH_PRESETS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Tiny architectures of the two released families; tests build these with random weights.
-TINY_6B = dict(embed_dims=64, depth=3, num_heads=4, mlp_dims=256, norm_type='rms_norm', qk_normalization=True,
-               qkv_bias=False, layer_norm_eps=1e-6)
-TINY_300M = dict(embed_dims=48, depth=2, num_heads=3, mlp_dims=192, norm_type='layer_norm', qk_normalization=False,
-                 qkv_bias=True, layer_norm_eps=1e-6)
+# The tiny architectures of the two released families (the project's one definition, also used by the
+# tiny configs and benchmarks); tests build these with random weights.
+TINY_6B = dict(ARCH_PRESETS['tiny'])
+TINY_300M = dict(ARCH_PRESETS['tiny-300m'])
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -87,7 +87,8 @@ def test_flash_dispatch_calls_flash_attn_func(monkeypatch):
     ref = tiny_vit(TINY_6B, attn_impl='eager').forward_features(x)
     out = tiny_vit(TINY_6B, attn_impl='auto').forward_features(x)
     assert len(calls) == TINY_6B['depth']
-    assert calls[0][0] == (2, 17, 4, 16) and calls[0][1] == pytest.approx(16 ** -0.5)
+    head_dim = TINY_6B['embed_dims'] // TINY_6B['num_heads']
+    assert calls[0][0] == (2, 17, TINY_6B['num_heads'], head_dim) and calls[0][1] == pytest.approx(head_dim ** -0.5)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
@@ -105,7 +106,7 @@ def test_frozen_means_no_grads_no_graph_and_eval_mode():
 
 def test_any_input_size():
     model = tiny_vit(TINY_6B)
-    assert model(torch.randn(1, 3, 61, 100))[0].shape == (1, 64, 4, 7)
+    assert model(torch.randn(1, 3, 61, 100))[0].shape == (1, TINY_6B['embed_dims'], 4, 7)
 
 
 def test_drop_path_rises_linearly():
@@ -127,8 +128,8 @@ def test_window_attention_covering_the_image_equals_global():
 def test_bad_inputs_are_clear_errors():
     with pytest.raises(KeyError, match='unknown InternViT arch'):
         InternViT(arch='7b')
-    with pytest.raises(IndexError, match='outside the 3 blocks'):
-        tiny_vit(TINY_6B, out_indices=(3,))
+    with pytest.raises(IndexError, match=f"outside the {TINY_6B['depth']} blocks"):
+        tiny_vit(TINY_6B, out_indices=(TINY_6B['depth'],))
     with pytest.raises(ValueError, match='attn_impl'):
         tiny_vit(TINY_6B, attn_impl='xformers')
     model = tiny_vit(TINY_6B)

@@ -61,6 +61,6 @@ def test_feature_maps_for_dense_heads():
     model = tiny_vit(TINY_6B, out_indices=(0, -1))
     x = torch.randn(2, 3, 98, 70)
     feats = model(x)
-    assert [tuple(f.shape) for f in feats] == [(2, 64, 7, 5)] * 2
+    assert [tuple(f.shape) for f in feats] == [(2, TINY_6B['embed_dims'], 7, 5)] * 2
     tokens = model.get_intermediate_layers(x, n=[-1])[0]
-    torch.testing.assert_close(feats[1], tokens.transpose(1, 2).reshape(2, 64, 7, 5))
+    torch.testing.assert_close(feats[1], tokens.transpose(1, 2).reshape(2, TINY_6B['embed_dims'], 7, 5))

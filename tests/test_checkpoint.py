@@ -90,14 +90,14 @@ def test_position_and_patch_embeddings_resized_on_load(tmp_path):
     save_checkpoint(src, str(tmp_path / 'c.pth'))
     bigger = fresh(pretrain_size=112)  # 8x8 grid
     bigger.load_pretrained(str(tmp_path / 'c.pth'))
-    assert bigger.pos_embed.shape == (1, 65, 64)
+    assert bigger.pos_embed.shape == (1, 65, TINY_6B['embed_dims'])
     torch.testing.assert_close(bigger.pos_embed[:, 0], src.pos_embed[:, 0])  # cls entry kept
     # at 112px input, the resized table equals what src interpolates on the fly
     torch.testing.assert_close(bigger.pos_embed, src.interpolate_pos_embed((8, 8)))
     p16 = fresh(patch_size=16, pretrain_size=64)
     p16.load_pretrained(str(tmp_path / 'c.pth'))
-    assert p16.patch_embed.proj.weight.shape == (64, 3, 16, 16)
-    assert p16(torch.randn(1, 3, 64, 64))[0].shape == (1, 64, 4, 4)
+    assert p16.patch_embed.proj.weight.shape == (TINY_6B['embed_dims'], 3, 16, 16)
+    assert p16(torch.randn(1, 3, 64, 64))[0].shape == (1, TINY_6B['embed_dims'], 4, 4)
 
 
 def test_built_on_meta_holds_no_meta_tensor(tmp_path):
@@ -110,14 +110,16 @@ def test_built_on_meta_holds_no_meta_tensor(tmp_path):
 
 
 def test_wrong_architecture_names_key_and_shapes(tmp_path):
-    save_checkpoint(tiny_vit(TINY_300M), str(tmp_path / 'c.pth'))
-    with pytest.raises(CheckpointError, match=r"'cls_token' has shape \(1, 1, 48\) but the model expects \(1, 1, 64\)"):
+    save_checkpoint(tiny_vit(dict(TINY_300M, embed_dims=48, num_heads=3, mlp_dims=192)), str(tmp_path / 'c.pth'))
+    expects = TINY_6B['embed_dims']
+    with pytest.raises(CheckpointError, match=rf"'cls_token' has shape \(1, 1, 48\) but the model expects \(1, 1, {expects}\)"):
         fresh(TINY_6B).load_pretrained(str(tmp_path / 'c.pth'))
 
 
 def test_too_few_blocks_is_an_error(tmp_path):
-    save_checkpoint(tiny_vit(dict(TINY_6B, depth=2)), str(tmp_path / 'c.pth'))
-    with pytest.raises(CheckpointError, match=r"lacks 13 parameters.*'blocks\.2\."):
+    last = TINY_6B['depth'] - 1
+    save_checkpoint(tiny_vit(dict(TINY_6B, depth=last)), str(tmp_path / 'c.pth'))
+    with pytest.raises(CheckpointError, match=rf"lacks 13 parameters.*'blocks\.{last}\."):
         fresh(TINY_6B).load_pretrained(str(tmp_path / 'c.pth'))
 
 

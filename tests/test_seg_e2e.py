@@ -23,10 +23,7 @@ def data_root(tmp_path_factory):
 
 def tiny_pretrained(path):
     """A 'pretrained' tiny backbone in OpenGVLab's .pth format, as the 6B configs load theirs."""
-    from mmengine.config import Config
-    cfg = Config.fromfile(os.path.join(ROOT, 'configs/_base_/models/tiny_internvit.py'))
-    arch = {k: v for k, v in cfg.tiny_arch.items() if k != '_delete_'}
-    vit = InternViT(arch=arch, img_size=112, pretrain_size=112)
+    vit = InternViT(arch='tiny', img_size=112, pretrain_size=112)
     save_checkpoint(vit, str(path))
     return vit.state_dict()
 

@@ -13,10 +13,9 @@ from mmengine.registry import init_default_scope
 import internvit_dense.datasets  # noqa: F401
 import internvit_dense.models  # noqa: F401
 from internvit_dense.checkpoint import save_checkpoint
-from internvit_dense.engine import get_layer_id
 from internvit_dense.models.backbones import InternViT
-from internvit_dense.models.necks import InternViTAdapter, deform_inputs
-from internvit_dense.models.necks.vit_adapter import (Level, check_interaction_indexes, default_interaction_indexes,
+from internvit_dense.models.backbones import InternViTAdapter, deform_inputs
+from internvit_dense.models.backbones.vit_adapter import (Level, check_interaction_indexes, default_interaction_indexes,
                                                       resample)
 
 TINY_VIT = dict(arch=dict(embed_dims=32, depth=4, num_heads=2, mlp_dims=64), img_size=56, pretrain_size=56)
@@ -311,7 +310,7 @@ def test_registered_as_backbone_in_mmseg_and_mmdet():
 
 def test_inner_vit_loads_its_pretrained_weights_through_the_segmentor(tmp_path):
     cfg = Config.fromfile(CONFIG_TINY)
-    src = InternViT(arch=dict(cfg.model.backbone.vit.arch), img_size=112, pretrain_size=112)
+    src = InternViT(arch=cfg.model.backbone.vit.arch, img_size=112, pretrain_size=112)
     with torch.no_grad():
         for p in src.parameters():
             p.normal_()
@@ -328,13 +327,14 @@ def test_inner_vit_loads_its_pretrained_weights_through_the_segmentor(tmp_path):
 
 def test_layer_decay_numbers_the_wrapped_vit_like_a_plain_backbone():
     depth = 4
-    assert get_layer_id('backbone.vit.cls_token', depth) == 0
-    assert get_layer_id('backbone.vit.pos_embed', depth) == 0
-    assert get_layer_id('backbone.vit.patch_embed.proj.weight', depth) == 0
-    assert get_layer_id('module.backbone.vit.blocks.2.attn.qkv.weight', depth) == 3
-    for name in ('backbone.spm.stem.0.0.weight', 'backbone.level_embed', 'backbone.up.weight',
-                 'backbone.norms.0.weight', 'backbone.interactions.0.injector.gamma', 'decode_head.conv_seg.weight'):
-        assert get_layer_id(name, depth) == depth + 1, name
+    adapter = tiny_adapter()
+    assert adapter.get_layer_depth('vit.cls_token') == (0, depth + 2)
+    assert adapter.get_layer_depth('backbone.vit.pos_embed', prefix='backbone.') == (0, depth + 2)
+    assert adapter.get_layer_depth('vit.patch_embed.proj.weight')[0] == 0
+    assert adapter.get_layer_depth('vit.blocks.2.attn.qkv.weight')[0] == 3
+    for name in ('spm.stem.0.0.weight', 'level_embed', 'up.weight', 'norms.0.weight',
+                 'interactions.0.injector.gamma'):
+        assert adapter.get_layer_depth(name) == (depth + 1, depth + 2), name
 
     class Segmentor(nn.Module):
         def __init__(self):

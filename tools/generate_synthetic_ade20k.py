@@ -9,14 +9,8 @@ contain.
 """
 import argparse
 
-from mmseg.datasets import ADE20KDataset
-
-from internvit_dense.datasets.synthetic_ade20k import generate_synthetic_ade20k
-
-
-def parse_size(text):
-    lo, _, hi = text.partition(',')
-    return int(lo) if not hi else (int(lo), int(hi))
+from internvit_dense.datasets.synthetic_ade20k import describe, generate_synthetic_ade20k
+from internvit_dense.datasets.synthetic_root import parse_size
 
 
 def main(argv=None):
@@ -40,18 +34,7 @@ def main(argv=None):
     except (FileExistsError, NotADirectoryError, ValueError) as e:
         p.error(str(e))
 
-    names = ADE20KDataset.METAINFO['classes']
-    total = sum(s['train_pixel_counts'].values())
-    print(f"wrote {s['num_train']} training + {s['num_val']} validation images to {s['root']} "
-          f"in {s['seconds']:.1f} s (seed {s['seed']})")
-    for split, info in s['paths'].items():
-        print(f"  {split:<10} {info['count']:>5}  {info['img_dir']}  {info['ann_dir']}")
-    print('classes (file value -> mmseg class index: ADE20K name, share of training pixels):')
-    print(f"  {0:>3} -> 255 (ignored): other/unlabelled, {s['train_pixel_counts'].get(0, 0) / total:.1%}")
-    for v in s['classes']:
-        role = 'background' if v == s['background_class'] else 'shape'
-        print(f"  {v:>3} -> {v - 1:>3}: {names[v - 1].strip():<10} {role:<10} "
-              f"{s['train_pixel_counts'].get(v, 0) / total:.1%}")
+    print(describe(s))
 
 
 if __name__ == '__main__':

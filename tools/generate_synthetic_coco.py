@@ -14,12 +14,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without install
 
-from internvit_dense.datasets.synthetic_coco import CATEGORIES, generate_synthetic_coco  # noqa: E402
-
-
-def parse_size(text):
-    lo, _, hi = text.partition(',')
-    return int(lo) if not hi else (int(lo), int(hi))
+from internvit_dense.datasets.synthetic_coco import describe, generate_synthetic_coco  # noqa: E402
+from internvit_dense.datasets.synthetic_root import parse_size  # noqa: E402
 
 
 def main(argv=None):
@@ -40,14 +36,7 @@ def main(argv=None):
     except (FileExistsError, NotADirectoryError, ValueError) as e:
         p.error(str(e))
 
-    print(f"wrote {s['num_train']} training + {s['num_val']} validation images to {s['root']} "
-          f"in {s['seconds']:.1f} s (seed {s['seed']})")
-    for split, info in s['paths'].items():
-        print(f"  {split:<5} {info['images']:>5} images {info['objects']:>6} objects  {info['ann_file']}")
-    print('categories (COCO id: name, appearance, training objects):')
-    for c in CATEGORIES:
-        look = f"{c['texture']} {c['outline']}, hue {c['hue']}"
-        print(f"  {c['id']}: {c['name']:<6} {look:<28} {s['objects_per_class']['train'][c['name']]:>6}")
+    print(describe(s))
 
 
 if __name__ == '__main__':

@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without install
 
-from internvit_dense.datasets.synthetic_imagenet import generate_synthetic_imagenet  # noqa: E402
+from internvit_dense.datasets.synthetic_imagenet import describe, generate_synthetic_imagenet  # noqa: E402
 
 
 def main(argv=None):
@@ -43,17 +43,9 @@ def main(argv=None):
     except (FileExistsError, NotADirectoryError, ValueError) as e:
         p.error(str(e))
 
-    print(f"wrote {sum(s['counts'].values())} images to {s['root']} in {s['seconds']:.1f} s (seed {s['seed']})")
-    for split, n in s['counts'].items():
-        print(f'  {split:<7} {n:>5}')
-    print(f"classes: {s['num_classes']} (wnids {s['wnids'][0]} .. {s['wnids'][-1]}, class index = position in "
-          'the sorted train folders)')
-    print(f"  ImageNet-A stand-in covers classes {s['subsets']['a']}, ImageNet-R stand-in {s['subsets']['r']}")
-    r = s['real']
-    print(f"ReaL: {r['two_objects']} val images with two labels, {r['no_object']} without any (not scored), "
-          f"{r['misfiled']} filed under the wrong class")
-    print(f'next: python tools/linear_probe.py extract --data-root {args.root} --random-init '
-          "--arch '{\"embed_dims\": 64, \"depth\": 4, \"num_heads\": 4}' --img-size 56")
+    print(describe(s))
+    print(f'next: python tools/linear_probe.py extract --data-root {args.root} --random-init --arch tiny '
+          '--img-size 56')
 
 
 if __name__ == '__main__':

@@ -138,6 +138,24 @@ def generate_synthetic_ade20k(root: str,
     return summary
 
 
+def describe(s: dict) -> str:
+    """What :func:`generate_synthetic_ade20k` wrote, for people: splits, folders, classes and their shares."""
+    from mmseg.datasets import ADE20KDataset
+    names = ADE20KDataset.METAINFO['classes']
+    total = sum(s['train_pixel_counts'].values())
+    lines = [f"wrote {s['num_train']} training + {s['num_val']} validation images to {s['root']} "
+             f"in {s['seconds']:.1f} s (seed {s['seed']})"]
+    for split, info in s['paths'].items():
+        lines.append(f"  {split:<10} {info['count']:>5}  {info['img_dir']}  {info['ann_dir']}")
+    lines.append('classes (file value -> mmseg class index: ADE20K name, share of training pixels):')
+    lines.append(f"  {0:>3} -> 255 (ignored): other/unlabelled, {s['train_pixel_counts'].get(0, 0) / total:.1%}")
+    for v in s['classes']:
+        role = 'background' if v == s['background_class'] else 'shape'
+        lines.append(f"  {v:>3} -> {v - 1:>3}: {names[v - 1].strip():<10} {role:<10} "
+                     f"{s['train_pixel_counts'].get(v, 0) / total:.1%}")
+    return '\n'.join(lines)
+
+
 def is_complete(root: str) -> bool:
     """True if ``root`` holds a finished set whose files are all still there."""
     summary = read_summary(root)

@@ -136,6 +136,19 @@ def generate_synthetic_coco(root: str,
     return summary
 
 
+def describe(s: dict) -> str:
+    """What :func:`generate_synthetic_coco` wrote, for people: splits, annotation files, categories."""
+    lines = [f"wrote {s['num_train']} training + {s['num_val']} validation images to {s['root']} "
+             f"in {s['seconds']:.1f} s (seed {s['seed']})"]
+    for split, info in s['paths'].items():
+        lines.append(f"  {split:<5} {info['images']:>5} images {info['objects']:>6} objects  {info['ann_file']}")
+    lines.append('categories (COCO id: name, appearance, training objects):')
+    for c in CATEGORIES:
+        look = f"{c['texture']} {c['outline']}, hue {c['hue']}"
+        lines.append(f"  {c['id']}: {c['name']:<6} {look:<28} {s['objects_per_class']['train'][c['name']]:>6}")
+    return '\n'.join(lines)
+
+
 def is_complete(root: str) -> bool:
     """True if ``root`` holds a finished set whose files are all still there."""
     summary = read_summary(root)

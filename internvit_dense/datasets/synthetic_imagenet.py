@@ -132,6 +132,19 @@ def generate_synthetic_imagenet(root: str, num_classes: int = 10, train_per_clas
     return summary
 
 
+
+def describe(s: dict) -> str:
+    """What :func:`generate_synthetic_imagenet` wrote, for people: splits, classes, the variants' quirks."""
+    lines = [f"wrote {sum(s['counts'].values())} images to {s['root']} in {s['seconds']:.1f} s (seed {s['seed']})"]
+    lines += [f'  {split:<7} {n:>5}' for split, n in s['counts'].items()]
+    lines.append(f"classes: {s['num_classes']} (wnids {s['wnids'][0]} .. {s['wnids'][-1]}, class index = position "
+                 'in the sorted train folders)')
+    lines.append(f"  ImageNet-A stand-in covers classes {s['subsets']['a']}, ImageNet-R stand-in {s['subsets']['r']}")
+    r = s['real']
+    lines.append(f"ReaL: {r['two_objects']} val images with two labels, {r['no_object']} without any (not scored), "
+                 f"{r['misfiled']} filed under the wrong class")
+    return '\n'.join(lines)
+
 def read_summary(root: str) -> Optional[dict]:
     """The summary a finished run stored, or None if there is no (readable) marker."""
     return read_completion_marker(root)

@@ -15,6 +15,12 @@ from typing import Optional, Sequence
 MARKER = '.complete'
 
 
+def parse_size(text: str):
+    """'N' -> N, 'LO,HI' -> (LO, HI): a side length, or the range each image's sides are drawn from."""
+    lo, _, hi = text.partition(',')
+    return int(lo) if not hi else (int(lo), int(hi))
+
+
 def prepare_root(root: str, overwrite: bool, *, dataset: str, owner_stamp: str, generated: Sequence[str]) -> None:
     """Makes ``root`` ready for a new set: it must be missing or empty unless ``overwrite``.
 

@@ -10,31 +10,28 @@ neck and heads get the full rate (BEiT / MAE-style fine-tuning)::
         constructor='LayerDecayOptimWrapperConstructor',
         paramwise_cfg=dict(num_layers=48, layer_decay_rate=0.95))
 
-Layer ids: ``backbone.cls_token``, ``backbone.pos_embed`` and ``backbone.patch_embed.*``
-are 0, ``backbone.blocks.i.*`` is ``i + 1`` and everything else (neck, heads,
-adapters) is ``num_layers + 1``; a ViT wrapped by a ViT-Adapter (``backbone.vit.*``)
-is numbered as ``backbone.*``; a parameter's learning rate is
-``lr * layer_decay_rate ** (num_layers + 1 - layer_id)``.
+Layer ids come from the backbone (``backbone.get_layer_depth(name)``, mmpretrain's interface): for
+InternViT the embeddings are 0 and block ``i`` is ``i + 1``; the ViT-Adapter numbers its ViT the same
+way; everything outside the backbone's layers (adapter parts, neck, heads) is ``num_layers + 1``. A
+parameter's learning rate is ``lr * layer_decay_rate ** (num_layers + 1 - layer_id)``.
 """
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
 import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
+from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS as DET_CONSTRUCTORS
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS as SEG_CONSTRUCTORS
 
 PARAMWISE_KEYS = ('num_layers', 'layer_decay_rate', 'no_decay_names')
 # Embeddings are looked up, not multiplied: shrinking them towards 0 only erases pre-training.
 DEFAULT_NO_DECAY_NAMES = ('cls_token', 'pos_embed')
 _WRAPPER_PREFIX = 'module.'
-_BLOCK_NAME = re.compile(r'^backbone\.blocks\.(\d+)\.')
-_EMBED_NAMES = ('backbone.cls_token', 'backbone.pos_embed')
-_EMBED_PREFIX = 'backbone.patch_embed.'
-_ADAPTER_VIT_PREFIX = 'backbone.vit.'  # InternViTAdapter keeps its InternViT at backbone.vit
+_BACKBONE_PREFIX = 'backbone.'
 
 
 def strip_wrapper_prefix(name: str) -> str:
@@ -44,22 +41,13 @@ def strip_wrapper_prefix(name: str) -> str:
     return name
 
 
-def get_layer_id(name: str, num_layers: int) -> int:
+def get_layer_id(name: str, backbone: nn.Module, num_layers: int) -> int:
     """Layer id of a parameter named relative to the segmentor/detector (``backbone.blocks.3...``)."""
     name = strip_wrapper_prefix(name)
-    if name.startswith(_ADAPTER_VIT_PREFIX):
-        name = 'backbone.' + name[len(_ADAPTER_VIT_PREFIX):]
-    if name in _EMBED_NAMES or name.startswith(_EMBED_PREFIX):
-        return 0
-    match = _BLOCK_NAME.match(name)
-    if match:
-        block = int(match.group(1))
-        if block >= num_layers:
-            # A too-small num_layers would give these blocks a learning rate above the base rate.
-            raise ValueError(f'{name} is block {block}, but paramwise_cfg num_layers is {num_layers}; '
-                             'num_layers must be the number of backbone blocks')
-        return block + 1
-    return num_layers + 1
+    if not name.startswith(_BACKBONE_PREFIX):
+        return num_layers + 1
+    layer_id, _ = backbone.get_layer_depth(name, prefix=_BACKBONE_PREFIX)
+    return layer_id
 
 
 def name_matches(name: str, key: str) -> bool:
@@ -87,7 +75,10 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
-@OPTIM_WRAPPER_CONSTRUCTORS.register_module(force=True)
+# Configs run in the 'mmseg' or 'mmdet' scope, whose registries are looked up first.
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+@SEG_CONSTRUCTORS.register_module()
+@DET_CONSTRUCTORS.register_module()
 class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """Builds an optim wrapper whose param groups decay the learning rate layer by layer.
 
@@ -138,6 +129,9 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         backbone = getattr(model, 'backbone', None)
         if not isinstance(backbone, nn.Module):
             return None
+        if not callable(getattr(backbone, 'get_layer_depth', None)):
+            raise ValueError(f'{type(backbone).__name__} does not say which layer a parameter is in '
+                             '(get_layer_depth(name)), so layer decay cannot be applied to it')
         depth = getattr(backbone, 'depth', None)
         if self.num_layers is None:
             if not isinstance(depth, int):
@@ -169,6 +163,7 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         full parameter name, and one group per tensor would make hundreds of groups for 6B.
         """
         num_layers = self._resolve_num_layers(module)
+        backbone = getattr(module, 'backbone', None)
         if num_layers is None:
             print_log(f'LayerDecayOptimWrapperConstructor: {type(module).__name__} has no `backbone`, '
                       'so layer decay is off and every parameter uses the base lr', logger='current')
@@ -182,7 +177,7 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 frozen_elements += param.numel()
                 continue
             name = strip_wrapper_prefix(name)
-            layer_id = 0 if num_layers is None else get_layer_id(name, num_layers)
+            layer_id = 0 if num_layers is None else get_layer_id(name, backbone, num_layers)
             lr = self.base_lr * self._lr_scale(layer_id, num_layers)
             wd = self._weight_decay(name, param)
             if (lr, wd) not in groups:
@@ -225,19 +220,3 @@ def _layer_label(layer_id: int, num_layers: Optional[int]) -> str:
     if layer_id == 0:
         return 'embed'
     return f'block {layer_id - 1}' if layer_id <= num_layers else 'neck/heads'
-
-
-def _register_in_downstream_scopes() -> None:
-    # Configs run with default_scope 'mmseg' or 'mmdet'; those registries fall back to
-    # mmengine's, but registering in each keeps lookups working without that fallback.
-    for package in ('mmseg', 'mmdet'):
-        try:
-            registry = __import__(f'{package}.registry', fromlist=['OPTIM_WRAPPER_CONSTRUCTORS'])
-        except ModuleNotFoundError as err:
-            if err.name != package:
-                raise  # installed but broken: let that surface
-            continue
-        registry.OPTIM_WRAPPER_CONSTRUCTORS.register_module(module=LayerDecayOptimWrapperConstructor, force=True)
-
-
-_register_in_downstream_scopes()

@@ -1,10 +1,7 @@
-from .backbones import InternViT
+from . import registry  # noqa: F401  (first: the registries the modules below register in)
+from .backbones import InternViT, InternViTAdapter
 # Classification (linear probing) goes into mmengine's root registry: its configs run without a scope.
 from .classifiers import LinearProbeClassifier
 from .heads import BNLinearHead
-from .necks import InternViTAdapter
-from .registry import register_all
-
-register_all()
 
 __all__ = ['InternViT', 'BNLinearHead', 'InternViTAdapter', 'LinearProbeClassifier']

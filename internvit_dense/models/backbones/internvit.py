@@ -30,6 +30,8 @@ from timm.layers import (DropPath, LayerNormFp32, LayerScale, Mlp, PatchEmbed, R
 
 from internvit_dense.checkpoint import CheckpointError, assign_tensor, open_checkpoint
 
+from ..registry import DET_MODELS, ENGINE_MODELS, SEG_MODELS
+
 try:  # optional GPU extra; its absence is the normal case on a CPU
     from flash_attn import flash_attn_func
 except ImportError:  # pragma: no cover - depends on the machine
@@ -44,6 +46,12 @@ ARCH_PRESETS: Dict[str, dict] = {
                    qk_normalization=True, qkv_bias=False, layer_norm_eps=1e-6, patch_size=14, pretrain_size=448),
     '300m': dict(embed_dims=1024, depth=24, num_heads=16, mlp_dims=4096, norm_type='layer_norm',
                  qk_normalization=False, qkv_bias=True, layer_norm_eps=1e-6, patch_size=14, pretrain_size=448),
+    # The two families at a size a CPU trains in minutes: the tiny configs, tests and benchmarks all use
+    # these (no patch/pretrain size: the tiny configs set theirs).
+    'tiny': dict(embed_dims=96, depth=4, num_heads=4, mlp_dims=384, norm_type='rms_norm',
+                 qk_normalization=True, qkv_bias=False, layer_norm_eps=1e-6),
+    'tiny-300m': dict(embed_dims=96, depth=4, num_heads=4, mlp_dims=384, norm_type='layer_norm',
+                      qk_normalization=False, qkv_bias=True, layer_norm_eps=1e-6),
 }
 ARCH_KEYS = ('embed_dims', 'depth', 'num_heads', 'mlp_dims', 'norm_type', 'qk_normalization', 'qkv_bias',
              'layer_norm_eps')
@@ -249,11 +257,14 @@ def backbones_on_meta():
         _BUILD_DEVICE.pop()
 
 
+@ENGINE_MODELS.register_module()
+@SEG_MODELS.register_module()
+@DET_MODELS.register_module()
 class InternViT(BaseModule):
     """InternViT-6B / 300M backbone.
 
     Args:
-        arch: ``'6b'``, ``'6b-448'``, ``'300m'`` or a dict with ``embed_dims``, ``depth``,
+        arch: ``'6b'``, ``'6b-448'``, ``'300m'``, ``'tiny'``, ``'tiny-300m'`` or a dict with ``embed_dims``, ``depth``,
             ``num_heads`` and optionally ``mlp_dims``, ``norm_type``, ``qk_normalization``,
             ``qkv_bias``, ``layer_norm_eps``, ``patch_size``, ``pretrain_size``.
         img_size: the usual input size (crop); any other size works too.
@@ -444,6 +455,13 @@ class InternViT(BaseModule):
         return resample_abs_pos_embed(self.pos_embed, list(grid), list(self.pretrain_grid),
                                       num_prefix_tokens=1, interpolation='bicubic', antialias=False)
 
+    def frozen_context(self, tokens: Optional[torch.Tensor] = None):
+        """No autograd graph in a frozen backbone: there is nothing to backpropagate into. Unless tokens
+        given to its blocks need gradients (a ViT-Adapter's injected tokens): then the graph passes
+        through the frozen blocks. Images never make a graph in a frozen backbone."""
+        needs_graph = tokens is not None and tokens.requires_grad
+        return torch.no_grad() if self.frozen and not needs_graph else contextlib.nullcontext()
+
     def prepare_tokens(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Images (B, 3, H, W) -> tokens (B, 1 + h*w, C) with position embedding, and the grid (h, w)."""
         if x.ndim != 4:
@@ -451,33 +469,53 @@ class InternViT(BaseModule):
         grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
         if min(grid) < 1:
             raise ValueError(f'input {tuple(x.shape[-2:])} is smaller than one {self.patch_size}px patch')
-        # A partial patch at the right/bottom edge is dropped, as a strided conv would.
-        x = x[..., :grid[0] * self.patch_size, :grid[1] * self.patch_size]
-        x = self.patch_embed(x.to(self.compute_dtype))
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
-        return x + self.interpolate_pos_embed(grid).to(x.dtype), grid
+        with self.frozen_context():
+            # A partial patch at the right/bottom edge is dropped, as a strided conv would.
+            x = x[..., :grid[0] * self.patch_size, :grid[1] * self.patch_size]
+            x = self.patch_embed(x.to(self.compute_dtype))
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+            return x + self.interpolate_pos_embed(grid).to(x.dtype), grid
 
-    def run_block(self, i: int, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
-        blk = self.blocks[i]
-        if self.with_cp and self.training and x.requires_grad:
-            return cp.checkpoint(blk, x, grid, use_reentrant=False)
-        return blk(x, grid)
-
-    def _grad_context(self):
-        # A frozen backbone keeps no activations for backward: there is nothing to backpropagate into.
-        return torch.no_grad() if self.frozen else contextlib.nullcontext()
+    def run_blocks(self, x: torch.Tensor, grid: Tuple[int, int], start: int = 0,
+                   end: Optional[int] = None) -> torch.Tensor:
+        """Blocks ``start`` .. ``end - 1`` on tokens (B, 1 + h*w, C), checkpointed with ``with_cp``
+        wherever a graph is being recorded (also in a frozen ViT whose input needs gradients). The blocks
+        compute in the weights' dtype; the tokens come back in the dtype they came in (an fp32 adapter's)."""
+        dtype = x.dtype
+        with self.frozen_context(x):
+            x = x.to(self.compute_dtype)
+            for blk in self.blocks[start:end]:
+                if self.with_cp and x.requires_grad and torch.is_grad_enabled():
+                    x = cp.checkpoint(blk, x, grid, use_reentrant=False)
+                else:
+                    x = blk(x, grid)
+        return x.to(dtype)
 
     def _collect(self, x: torch.Tensor, indices: Sequence[int]) -> Tuple[List[torch.Tensor], Tuple[int, int]]:
-        wanted = set(indices)
-        outs = {}
+        outs, start = {}, 0
         out_dtype = x.dtype  # features leave in the dtype the images came in: the head's
-        with self._grad_context():
-            x, grid = self.prepare_tokens(x)
-            for i in range(max(wanted) + 1):
-                x = self.run_block(i, x, grid)
-                if i in wanted:
-                    outs[i] = x.to(out_dtype)
+        x, grid = self.prepare_tokens(x)
+        for i in sorted(set(indices)):
+            x = self.run_blocks(x, grid, start, i + 1)
+            outs[i] = x.to(out_dtype)
+            start = i + 1
         return [outs[i] for i in indices], grid
+
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """(layer depth, number of layers) of a parameter, for layer-wise lr decay (mmpretrain's interface).
+
+        Embeddings are layer 0, block ``i`` is layer ``i + 1``; a name outside this backbone (neck,
+        heads) is the last layer, ``depth + 1``, of ``depth + 2``.
+        """
+        num_layers = self.depth + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        name = param_name[len(prefix):]
+        if name in ('cls_token', 'pos_embed') or name.startswith('patch_embed.'):
+            return 0, num_layers
+        if name.startswith('blocks.'):
+            return int(name.split('.')[1]) + 1, num_layers
+        return num_layers - 1, num_layers
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens (B, 1 + h*w, C) of the last block, cls token first."""

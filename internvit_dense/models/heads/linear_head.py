@@ -3,7 +3,10 @@ import torch
 from mmcv.cnn import build_norm_layer
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 
+from ..registry import SEG_MODELS
 
+
+@SEG_MODELS.register_module()
 class BNLinearHead(BaseDecodeHead):
     """Normalises the (frozen) features and classifies each position with a 1x1 conv.
 

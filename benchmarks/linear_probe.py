@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """What a grid of N linear probes costs per pass over the feature cache, against one probe.
 
-    python tools/benchmark_linear_probe.py                  # 1024-d features, 1000 classes, 8 lrs x 4 features
-    python tools/benchmark_linear_probe.py --dim 3200 --images 4096 --cold
-    python tools/benchmark_linear_probe.py --precision bf16 --backbone 300m   # + a real backbone in the pass
-    python tools/benchmark_linear_probe.py --quick          # seconds; smoke test
+    python benchmarks/linear_probe.py                  # 1024-d features, 1000 classes, 8 lrs x 4 features
+    python benchmarks/linear_probe.py --dim 3200 --images 4096 --cold
+    python benchmarks/linear_probe.py --precision bf16 --backbone 300m   # + a real backbone in the pass
+    python benchmarks/linear_probe.py --quick          # seconds; smoke test
 
 It writes a cache of random features (the same files ``extract`` writes), then times
 full training passes (epochs) of
@@ -93,7 +93,7 @@ def time_pass(cache: FeatureCache, make_grid, batch: int, cold: bool, device: to
     return elapsed
 
 
-BACKBONE_ARCHS = {'tiny': dict(embed_dims=64, depth=4, num_heads=4), '300m': '300m'}
+BACKBONE_ARCHS = {'tiny': 'tiny', '300m': '300m'}
 
 
 def time_backbone_pass(model, make_grid, images: int, batch: int, classes: int, blocks: int, dtype,

@@ -1,6 +1,6 @@
 """Memory of one segmentation training step, frozen backbone vs full fine-tuning.
 
-    python tools/benchmark_seg_memory.py [--arch 300m] [--crop 224] [--batch 2]
+    python benchmarks/seg_memory.py [--arch 300m] [--crop 224] [--batch 2]
 
 Each step runs in its own process (a clean peak RSS). Printed per config:
 - activations kept for backward: bytes of every tensor autograd saved in the step
@@ -9,27 +9,18 @@ Each step runs in its own process (a clean peak RSS). Printed per config:
   and optimizer state, which a frozen backbone also does not need).
 """
 import argparse
-import json
 import multiprocessing as mp
-import os
 import os.path as osp
-import resource
 import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from common import ROOT, peak_rss_mib, print_table, reset_peak_rss, rss_mib, write_record  # noqa: E402
 
 CONFIGS = {
-    'frozen': 'configs/segmentation/tiny/tiny_upernet_frozen_synthetic.py',
-    'full': 'configs/segmentation/tiny/tiny_upernet_full_synthetic.py',
+    'frozen': osp.join(ROOT, 'configs/segmentation/tiny/tiny_upernet_frozen_synthetic.py'),
+    'full': osp.join(ROOT, 'configs/segmentation/tiny/tiny_upernet_full_synthetic.py'),
 }
-
-
-def rss_mb():
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1]) / 1024
 
 
 def one_step(name, config, args, queue):
@@ -79,12 +70,13 @@ def one_step(name, config, args, queue):
         saved['bytes'] += t.numel() * t.element_size()
         return t
 
-    before = rss_mb()
+    reset_peak_rss()
+    before = rss_mib()
     start = time.perf_counter()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model.train_step(data, optim)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mib()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     queue.put(dict(name=name, activations_mb=saved['bytes'] / 2**20, peak_rss_above_start_mb=peak - before,
                    step_seconds=seconds, trainable_params=trainable, with_cp=cfg.model.backbone.with_cp,
@@ -113,20 +105,13 @@ def main():
               f'peak RSS above start {result["peak_rss_above_start_mb"]:.1f} MB, {result["step_seconds"]:.2f} s',
               flush=True)
     frozen, full = results
-    print('\nsummary')
-    print(f'{"":8s} {"trainable":>12s} {"with_cp":>8s} {"activations MB":>15s} {"peak RSS MB":>12s} {"step s":>8s}')
-    for r in results:
-        print(f'{r["name"]:8s} {r["trainable_params"]:>12,d} {str(r["with_cp"]):>8s} {r["activations_mb"]:>15.1f} '
-              f'{r["peak_rss_above_start_mb"]:>12.1f} {r["step_seconds"]:>8.2f}')
-    ratio = frozen['activations_mb'] / max(full['activations_mb'], 1e-9)
-    print(f'frozen/full activations: {ratio:.2f}; frozen/full peak RSS: '
-          f'{frozen["peak_rss_above_start_mb"] / max(full["peak_rss_above_start_mb"], 1e-9):.2f}')
-    os.makedirs('work_dirs/benchmark', exist_ok=True)
-    out = f'work_dirs/benchmark/seg_memory_{time.strftime("%Y%m%d_%H%M%S")}.json'
-    with open(out, 'w') as f:
-        json.dump(dict(args=vars(args), results=results), f, indent=2)
-    print(f'written to {out}')
-
+    print('\nSUMMARY: one training step each')
+    print_table(['config', 'trainable params', 'with_cp', 'activations MiB', 'peak RSS MiB', 'step s'],
+                [[r['name'], f"{r['trainable_params']:,}", r['with_cp'], f"{r['activations_mb']:.1f}",
+                  f"{r['peak_rss_above_start_mb']:.1f}", f"{r['step_seconds']:.2f}"] for r in results])
+    print(f"frozen/full activations: {frozen['activations_mb'] / max(full['activations_mb'], 1e-9):.2f}; "
+          f"frozen/full peak RSS: {frozen['peak_rss_above_start_mb'] / max(full['peak_rss_above_start_mb'], 1e-9):.2f}")
+    print(f"record: {write_record(dict(args=vars(args), results=results), name='seg_memory')}")
 
 if __name__ == '__main__':
     main()

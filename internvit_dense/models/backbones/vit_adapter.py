@@ -30,7 +30,8 @@ from mmcv.ops import MultiScaleDeformableAttention
 from mmengine.model import BaseModule
 from timm.layers import DropPath, trunc_normal_
 
-from ..backbones.internvit import InternViT
+from ..registry import DET_MODELS, ENGINE_MODELS, SEG_MODELS
+from .internvit import InternViT
 
 PYRAMID_STRIDES = (4, 8, 16, 32)
 
@@ -280,6 +281,9 @@ def check_interaction_indexes(indexes: Sequence[Sequence[int]], depth: int) -> L
     return groups
 
 
+@ENGINE_MODELS.register_module()
+@SEG_MODELS.register_module()
+@DET_MODELS.register_module()
 class InternViTAdapter(BaseModule):
     """InternViT with a ViT-Adapter: four feature maps at strides 4, 8, 16, 32.
 
@@ -303,7 +307,7 @@ class InternViTAdapter(BaseModule):
         drop_path_rate: drop path of the extractors' ConvFFN.
         norm_cfg: norm of the spatial prior and of the four outputs.
         with_cp: activation checkpointing of every ViT block and every injector / extractor.
-            The ViT's own ``with_cp`` turns it on too (the adapter runs the blocks itself).
+            The ViT's own ``with_cp`` turns it on too; the ViT's ``run_blocks`` checkpoints its blocks.
 
     Frozen ViT (``vit=dict(frozen=True)``): its parameters have ``requires_grad=False``
     and it stays in eval mode, but its blocks still run *with* autograd while the adapter
@@ -340,7 +344,7 @@ class InternViTAdapter(BaseModule):
         if int(dims * deform_ratio) % self.num_heads:
             raise ValueError(f'the deformable attention value width {int(dims * deform_ratio)} (embed_dims '
                              f'{dims} x deform_ratio {deform_ratio}) is not divisible by num_heads {self.num_heads}')
-        self.with_cp = with_cp or self.vit.with_cp
+        self.with_cp = self.vit.with_cp = with_cp or self.vit.with_cp  # the ViT checkpoints its own blocks
 
         self.spm = SpatialPriorModule(dims, conv_inplanes, self.vit.patch_embed.proj.in_channels, norm_cfg)
         self.level_embed = nn.Parameter(torch.zeros(3, dims))  # tells the strides 8/16/32 tokens apart
@@ -380,14 +384,11 @@ class InternViTAdapter(BaseModule):
         nn.init.normal_(self.level_embed)
 
     # --------------------------------------------------------------- forward
-    def _run_blocks(self, start: int, end: int, grid: Tuple[int, int], tokens: torch.Tensor) -> torch.Tensor:
-        # Not InternViT.run_block: a frozen ViT is in eval mode, which would switch its checkpointing off,
-        # yet here its blocks are in the graph whenever the adapter trains.
-        dtype = tokens.dtype  # the adapter's; a bf16 ViT runs its blocks in bf16
-        tokens = tokens.to(self.vit.compute_dtype)
-        for i in range(start, end + 1):
-            tokens = maybe_checkpoint(self.with_cp and self.training, self.vit.blocks[i], tokens, grid)
-        return tokens.to(dtype)
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """The ViT's layers for ``vit.*``; the adapter's own parts learn with the neck and heads."""
+        if param_name.startswith(prefix + 'vit.'):
+            return self.vit.get_layer_depth(param_name, prefix + 'vit.')
+        return self.vit.depth + 1, self.vit.depth + 2
 
     def geometry(self, spm_maps: Sequence[torch.Tensor], grid: Tuple[int, int]) -> Geometry:
         vit = Level(grid[0], grid[1], self.vit.patch_size)
@@ -402,16 +403,16 @@ class InternViTAdapter(BaseModule):
         # pixels past them are covered by the spatial prior, and the geometry accounts for both.
         patch = self.vit.patch_size
         vit_images = images[..., :images.shape[-2] // patch * patch, :images.shape[-1] // patch * patch]
-        with self.vit._grad_context():  # no graph for a frozen ViT's embeddings: nothing to train there
-            tokens, grid = self.vit.prepare_tokens(vit_images)
-        tokens = tokens.to(images.dtype)
+        tokens, grid = self.vit.prepare_tokens(vit_images)
+        tokens = tokens.to(images.dtype)  # the adapter's dtype; a bf16 ViT computes its blocks in bf16
         geo = self.geometry([c1, *prior], grid)
         c = torch.cat([m.flatten(2).transpose(1, 2) + e for m, e in zip(prior, self.level_embed)], dim=1)
 
         cls, x = tokens[:, :1], tokens[:, 1:]
         vit_feats = []
         for interaction, (start, end) in zip(self.interactions, self.interaction_indexes):
-            x, cls, c = interaction(x, cls, c, partial(self._run_blocks, start, end, grid), geo)
+            run_group = partial(self.vit.run_blocks, grid=grid, start=start, end=end + 1)
+            x, cls, c = interaction(x, cls, c, run_group, geo)
             vit_feats.append(x)
 
         c2, c3, c4 = tokens_to_maps(c, geo.levels)

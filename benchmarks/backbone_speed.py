@@ -1,0 +1,181 @@
+#!/usr/bin/env python
+"""Speed and memory of our InternViT against transformers' InternVLVisionModel, same weights, same run.
+
+Measured, in alternating rounds (benchmarks/common.py):
+  forward (eval, no grad), ours and transformers';
+  a training step (forward, per-patch linear head, cross-entropy, backward, SGD): ours full and
+  transformers' full, and ours with the backbone frozen (only the head learns);
+  torch.mm at the model's largest GEMM (fc1), this machine's dense-matmul rate, against which the
+  forward's analytic FLOP rate is compared under the same load.
+The targets these figures are held to are in the README.
+
+    python benchmarks/backbone_speed.py                 # 300M shape, 224px, batch 4, fp32
+    python benchmarks/backbone_speed.py --dtype bf16 --batch 8
+    python benchmarks/backbone_speed.py --quick         # the tiny model, seconds: a smoke test
+"""
+import argparse
+import os.path as osp
+import statistics
+import sys
+import tempfile
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from common import extra_peak_mib, median_ratio, print_table, time_rounds, write_record  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+PATCH = 14
+NUM_CLASSES = 16  # of the per-patch head of the training steps
+QUICK = dict(arch='tiny', img_size=56, batch=2, rounds=3)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--arch', default='300m', help="an InternViT preset: '300m', '6b', '6b-448', 'tiny'")
+    p.add_argument('--img-size', type=int, default=224)
+    p.add_argument('--batch', type=int, default=4)
+    p.add_argument('--rounds', type=int, default=5, help='timed rounds (one call of every candidate each)')
+    p.add_argument('--dtype', choices=('fp32', 'bf16'), default='fp32')
+    p.add_argument('--threads', type=int, default=torch.get_num_threads())
+    p.add_argument('--allocator', choices=('keep', 'os'), default='keep',
+                   help="'keep': freed memory stays in the process, as tools/train.py runs; 'os': glibc's default")
+    p.add_argument('--quick', action='store_true', help=f'smoke test: {QUICK}')
+    p.add_argument('--json', help='where to write the record (default work_dirs/benchmark/)')
+    args = p.parse_args(argv)
+    if args.quick:
+        vars(args).update(QUICK)
+    if args.img_size % PATCH:
+        p.error(f'--img-size must be a multiple of the patch size {PATCH}')
+    return args
+
+
+def forward_flops(arch: dict, img_size: int) -> float:
+    """Forward FLOPs per image (2 per multiply-add) of the patch embedding and every block's matmuls;
+    the element-wise ops are a fraction of a percent at these widths."""
+    c, m = arch['embed_dims'], arch['mlp_dims']
+    patches = (img_size // PATCH) ** 2
+    t = patches + 1
+    block = 2 * t * c * 3 * c + 4 * t * t * c + 2 * t * c * c + 4 * t * c * m
+    return float(2 * patches * 3 * PATCH ** 2 * c + arch['depth'] * block)
+
+
+def build(args, workdir):
+    """Ours with random weights, saved in transformers' layout and loaded by transformers."""
+    from transformers import InternVLVisionModel
+
+    from internvit_dense.checkpoint import FORMAT_TRANSFORMERS, save_checkpoint
+    from internvit_dense.models.backbones import InternViT
+    torch.manual_seed(0)
+    kw = dict(arch=args.arch, img_size=args.img_size, patch_size=PATCH, pretrain_size=args.img_size)
+    ours = InternViT(**kw).eval()
+    save_checkpoint(ours, osp.join(workdir, 'transformers'), fmt=FORMAT_TRANSFORMERS)
+    theirs = InternVLVisionModel.from_pretrained(osp.join(workdir, 'transformers'), attn_implementation='sdpa')
+    theirs = theirs.eval()
+    frozen = InternViT(**kw, frozen=True)
+    frozen.load_state_dict(ours.state_dict())
+    x = torch.randn(1, 3, args.img_size, args.img_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        diff = (ours.forward_features(x) - theirs(pixel_values=x).last_hidden_state).abs().max().item()
+    dtype = dict(fp32=torch.float32, bf16=torch.bfloat16)[args.dtype]
+    return ours.to(dtype), theirs.to(dtype), frozen.to(dtype), diff, dtype
+
+
+def candidates(args, ours, theirs, frozen, dtype):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(args.batch, 3, args.img_size, args.img_size, generator=gen).to(dtype)
+    labels = torch.randint(0, NUM_CLASSES, (args.batch * (args.img_size // PATCH) ** 2,), generator=gen)
+
+    def ours_tokens(model):
+        return lambda: model(x)[-1].flatten(2).transpose(1, 2)
+
+    def theirs_tokens():
+        return theirs(pixel_values=x).last_hidden_state[:, 1:]
+
+    def train_step(model, tokens):
+        head = torch.nn.Linear(ours.embed_dims, NUM_CLASSES).to(dtype)
+        params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=1e-4)  # the cheapest optimizer: the step measures the model
+
+        def step():
+            model.train()
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(head(tokens()).reshape(-1, NUM_CLASSES).float(), labels)
+            loss.backward()
+            opt.step()
+            if not torch.isfinite(loss):
+                raise RuntimeError(f'non-finite training loss {loss.item()}')
+        return step
+
+    def no_grad(fn):
+        def run():
+            with torch.no_grad():
+                fn()
+        return run
+
+    a = ours.arch
+    m, k, n = args.batch * ((args.img_size // PATCH) ** 2 + 1), a['embed_dims'], a['mlp_dims']
+    mm_x, mm_w = torch.randn(m, k).to(dtype), torch.randn(n, k).to(dtype)
+    return {
+        'forward/ours': no_grad(lambda: ours.eval()(x)),
+        'forward/transformers': no_grad(lambda: theirs.eval()(pixel_values=x)),
+        'train-full/ours': train_step(ours, ours_tokens(ours)),
+        'train-full/transformers': train_step(theirs, theirs_tokens),
+        'train-frozen/ours': train_step(frozen, ours_tokens(frozen)),
+        'matmul': lambda: torch.mm(mm_x, mm_w.t()),  # the nn.Linear layout of fc1
+    }, 2.0 * m * k * n
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.allocator == 'keep':
+        from internvit_dense.engine.launch import keep_freed_memory_on_cpu
+        keep_freed_memory_on_cpu()
+    print(f'backbone speed: InternViT {args.arch}, {args.img_size}px, batch {args.batch}, {args.dtype}, '
+          f'{args.threads} threads, allocator {args.allocator}', flush=True)
+    with tempfile.TemporaryDirectory(prefix='internvit-bench-') as workdir:
+        ours, theirs, frozen, diff, dtype = build(args, workdir)
+        params = sum(p.numel() for p in ours.parameters())
+        print(f'{params / 1e6:.1f}M params; on one image in fp32 max |ours - transformers| = {diff:.2e}', flush=True)
+        cands, mm_flop = candidates(args, ours, theirs, frozen, dtype)
+        print('peak memory of one call of each (forked copies)', flush=True)
+        peaks = {name: extra_peak_mib(fn) for name, fn in cands.items() if name != 'matmul'}
+        print(f'timing {len(cands)} candidates in {args.rounds} alternating rounds', flush=True)
+        sec = time_rounds(cands, args.rounds)
+
+    ips = {n: args.batch / statistics.median(s) for n, s in sec.items() if n != 'matmul'}
+    flop_img = forward_flops(ours.arch, args.img_size)
+    mm_gflops = mm_flop / statistics.median(sec['matmul']) / 1e9
+    fwd_share = statistics.median(args.batch * flop_img / f / (mm_flop / m)
+                                  for f, m in zip(sec['forward/ours'], sec['matmul']))
+    summary = dict(
+        forward_ratio=median_ratio(sec['forward/transformers'], sec['forward/ours']),
+        train_full_ratio=median_ratio(sec['train-full/transformers'], sec['train-full/ours']),
+        frozen_step_cost=median_ratio(sec['train-frozen/ours'], sec['forward/ours']),
+        forward_share_of_matmul_rate=fwd_share, matmul_gflops=mm_gflops)
+
+    print(f'\nSUMMARY  InternViT {args.arch}, {params / 1e6:.1f}M params, {args.img_size}px, batch {args.batch}, '
+          f'{args.dtype}: images/s (median of {args.rounds} rounds), ratio = median of per-round ratios')
+    rows = []
+    for label, key, ratio in (('forward (eval, no grad)', 'forward', summary['forward_ratio']),
+                              ('train step, full', 'train-full', summary['train_full_ratio']),
+                              ('train step, frozen', 'train-frozen', None)):
+        theirs_ips = ips.get(f'{key}/transformers')
+        rows.append([label, f"{ips[f'{key}/ours']:.3f}", f'{theirs_ips:.3f}' if theirs_ips else '-',
+                     f'{ratio:.3f}x' if ratio else '-', f"{peaks[f'{key}/ours']:.0f}",
+                     f"{peaks[f'{key}/transformers']:.0f}" if theirs_ips else '-'])
+    print_table(['measurement', 'ours img/s', 'transformers img/s', 'ours/transformers', 'peak MiB ours',
+                 'peak MiB transformers'], rows)
+    print(f'torch.mm at fc1 ({args.dtype}): {mm_gflops:.4g} GFLOP/s; our forward runs at {fwd_share:.1%} of it '
+          f'(same rounds; {flop_img / 1e9:.4g} GFLOP per image)')
+    print(f"frozen train step = {summary['frozen_step_cost']:.3f}x a forward (ours)")
+    path = write_record(dict(config=vars(args), params=params, max_abs_diff=diff, seconds=sec,
+                             images_per_second=ips, peak_extra_mib=peaks, summary=summary), args.json,
+                        name='backbone_speed')
+    print(f'record: {path}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""What the benchmarks share: timing in alternating rounds, memory readings, tables, the record they write.
+
+Candidates that are compared with each other are timed in alternating rounds in one process, so that
+load from other processes hits them alike and the per-round ratios stay meaningful on a shared machine.
+Acceptance targets are the README's; the scripts print what they measured.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import multiprocessing
+import os
+import os.path as osp
+import platform
+import statistics
+import sys
+from typing import Callable, Dict, List, Sequence
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)  # run from a checkout without install
+
+
+# ------------------------------------------------------------------ time
+def time_rounds(candidates: Dict[str, Callable[[], object]], rounds: int, warmup: int = 1,
+                progress: bool = True) -> Dict[str, List[float]]:
+    """Seconds per call of each candidate, one call each per round, the candidates in turn.
+
+    ``torch.utils.benchmark.Timer`` times each call (it synchronises CUDA and keeps torch's thread
+    count); the rounds are ours, since the Timer measures one statement at a time.
+    """
+    import torch
+    from torch.utils.benchmark import Timer
+    timers = {name: Timer('fn()', globals={'fn': fn}, num_threads=torch.get_num_threads())
+              for name, fn in candidates.items()}
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    seconds = {name: [] for name in candidates}
+    for r in range(rounds):
+        for name, timer in timers.items():
+            seconds[name].append(timer.timeit(1).median)
+        if progress:
+            print(f'  round {r + 1}/{rounds}: ' + ', '.join(f'{n} {s[-1]:.3f}s' for n, s in seconds.items()),
+                  flush=True)
+    return seconds
+
+
+def median_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float:
+    """Median of the per-round ratios: load that drifts over the run cancels within a round."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator))
+
+
+# ---------------------------------------------------------------- memory
+def _status_kib(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def rss_mib() -> float:
+    return _status_kib('VmRSS') / 1024
+
+
+def peak_rss_mib() -> float:
+    """The process's resident high-water mark (since start, or since :func:`reset_peak_rss`)."""
+    return _status_kib('VmHWM') / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Resets VmHWM to the current RSS (Linux: writing 5 to clear_refs)."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
+def _extra_peak_child(step, conn):
+    try:
+        reset_peak_rss()
+        base = rss_mib()
+        step()
+        conn.send(peak_rss_mib() - base)
+    except BaseException as e:  # reported in the parent, which names the candidate
+        conn.send(e)
+
+
+def extra_peak_mib(step: Callable[[], object]) -> float:
+    """MiB that one call of ``step`` needs above what is resident already (activations, gradients,
+    allocator slack), measured in a forked copy of this process so that the candidates do not count
+    each other's peaks. torch's CPU allocator keeps no cache of its own: RSS is what it holds."""
+    ctx = multiprocessing.get_context('fork')
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_extra_peak_child, args=(step, child))
+    proc.start()
+    got = parent.recv()
+    proc.join()
+    if isinstance(got, BaseException):
+        raise got
+    return got
+
+
+# ---------------------------------------------------------------- report
+def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]):
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    line = '-+-'.join('-' * w for w in widths)
+    for i, row in enumerate(cells):
+        print(' | '.join(c.ljust(w) for c, w in zip(row, widths)))
+        if i == 0:
+            print(line)
+
+
+def environment() -> dict:
+    import torch
+    env = dict(python=platform.python_version(), machine=platform.machine(), cpus=os.cpu_count(),
+               torch=torch.__version__, threads=torch.get_num_threads())
+    try:
+        with open('/proc/cpuinfo') as f:
+            env['cpu'] = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), None)
+    except OSError:
+        pass
+    return env
+
+
+def write_record(record: dict, path: str = None, name: str = 'benchmark') -> str:
+    """Writes the run's record as JSON (atomically) to ``path`` or work_dirs/benchmark/<name>-<time>.json."""
+    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    path = path or osp.join(ROOT, 'work_dirs', 'benchmark', f'{name}-{stamp}.json')
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'w') as f:
+        json.dump(dict(record, timestamp=stamp, environment=environment()), f, indent=2, default=str)
+    os.replace(tmp, path)
+    return path
