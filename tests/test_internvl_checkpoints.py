@@ -31,8 +31,10 @@ TINY_ARCH = dict(embed_dims=C, depth=DEPTH, num_heads=HEADS, mlp_dims=MLP, norm_
 RECIPES = {
     'linear_frozen': dict(config='internvit_6b_linear_frozen_ade20k_504.py', head='linear', out=[6], frozen=True,
                           name='linear_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5_frozen.py'),
-    'linear_1of16': dict(config='internvit_6b_linear_full_ade20k_504_1of16_5k.py', head='linear', out=[7],
-                         frozen=False, name='linear_intern_vit_6b_504_5k_ade20k_bs16_lr4e-5_1of16.py'),
+    # the five few-shot rows: the same structure, the head on the last block
+    **{f'linear_1of{n}': dict(config=f'internvit_6b_linear_full_ade20k_504_1of{n}_{k}k.py', head='linear', out=[7],
+                              frozen=False, name=f'linear_intern_vit_6b_504_{k}k_ade20k_bs16_lr4e-5_1of{n}.py')
+       for n, k in ((16, 5), (8, 10), (4, 20), (2, 40), (1, 80))},
     'upernet_frozen': dict(config='internvit_6b_upernet_frozen_ade20k_504.py', head='upernet', out=[1, 3, 5, 7],
                            frozen=True, name='upernet_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5_frozen.py'),
     'upernet_full': dict(config='internvit_6b_upernet_full_ade20k_504.py', head='upernet', out=[1, 3, 5, 7],
