@@ -198,7 +198,6 @@ class InternVLClsFormat(CheckpointFormat):
         return dict(in_dims=int(w.shape[1]) if w is not None else None,
                     num_classes=int(w.shape[0]) if w is not None else None,
                     affine='norm.weight' in state_dict,
-                    eps=None,
                     img_size=_get(_get(cfg, 'DATA') or {}, 'IMG_SIZE'),
                     depth=_get(vit, 'DEPTH'), embed_dims=_get(vit, 'EMBED_DIM'), num_heads=_get(vit, 'NUM_HEADS'),
                     mlp_ratio=_get(vit, 'MLP_RATIO'), qk_normalization=_get(vit, 'QK_NORMALIZATION'),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import os.path as osp
-from typing import Optional, Union
+from typing import Union
 
 import torch
 import torch.nn as nn
