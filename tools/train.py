@@ -31,6 +31,8 @@ def parse_args(argv=None):
                     help="DeepSpeed's precision (default: the config's, else fp32)")
     ds.add_argument('--deepspeed-offload', action='store_true',
                     help='keep the optimizer state in CPU memory (ZeRO-Offload)')
+    parser.add_argument('--no-memory-plan', action='store_true',
+                        help='on GPUs, do not stop a run that tools/memory_plan.py says cannot fit')
     return parser.parse_args(argv)
 
 
@@ -62,6 +64,9 @@ def main(argv=None):
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     resolve_resume(cfg, args.resume, deepspeed=deepspeed)
+    if not args.no_memory_plan:
+        from internvit_dense.memory_plan import stop_if_it_cannot_fit
+        stop_if_it_cannot_fit(cfg, args.config)  # CUDA machines only: before the model is built
 
     from mmengine.registry import RUNNERS
     from mmengine.runner import FlexibleRunner, Runner
