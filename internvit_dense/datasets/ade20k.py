@@ -4,6 +4,8 @@ import os.path as osp
 import random
 from typing import List
 
+import numpy as np
+
 from mmcv.transforms import BaseTransform
 from mmengine.logging import print_log
 from mmseg.datasets import ADE20KDataset
@@ -48,6 +50,17 @@ class CheckedADE20KDataset(ADE20KDataset):
             data_list = few_shot_subset(data_list, self.subset_denominator, self.subset_seed)
             print_log(f'few-shot subset of {img_dir}: {len(data_list)} images (1/{self.subset_denominator}, '
                       f'seed {self.subset_seed}, fingerprint {subset_fingerprint(data_list)})', logger='current')
+        # zero-byte files (an interrupted copy) fail inside OpenCV ('!buf.empty()') without a file name
+        empty = [p for d in data_list for p in (d['img_path'], d.get('seg_map_path'))
+                 if p is not None and osp.getsize(p) == 0]
+        if empty:
+            raise ValueError(f'{len(empty)} empty (0-byte) files in {self.data_root}: {", ".join(empty[:5])}'
+                             f'{" ..." if len(empty) > 5 else ""}; copy them again or remove them with their '
+                             'image/annotation partner')
+        # what CheckSegMapSize checks the label values against
+        for info in data_list:
+            info['num_classes'] = len(self.metainfo['classes'])
+            info['ignore_index'] = self.ignore_index
         return data_list
 
 
@@ -77,10 +90,13 @@ def subset_fingerprint(data_list: List[dict]) -> str:
 
 @TRANSFORMS.register_module()
 class CheckSegMapSize(BaseTransform):
-    """Fails on a label map whose size differs from its image's (before any resizing).
+    """Fails on a label map whose size differs from its image's (before any resizing), or which holds
+    a value that is neither a class (after ``reduce_zero_label``) nor the ignore index.
 
-    Without it a mismatched pair trains silently on misaligned labels (random crops
-    cut both at the same coordinates) or fails deep inside the metric.
+    Without it a mismatched pair trains silently on misaligned labels (random crops cut both at the
+    same coordinates) or fails deep inside the metric; an out-of-range value stops training with
+    "Target 199 is out of bounds" and no file named, and silently lowers the mIoU of tools/test.py.
+    The data set (``CheckedADE20KDataset``) tells it ``num_classes`` and ``ignore_index``.
     """
 
     def transform(self, results: dict) -> dict:
@@ -91,4 +107,20 @@ class CheckSegMapSize(BaseTransform):
         if seg_hw != img_hw:
             raise ValueError(f"label map {results.get('seg_map_path')} is {seg_hw[0]}x{seg_hw[1]} but its image "
                              f"{results.get('img_path')} is {img_hw[0]}x{img_hw[1]}")
+        num_classes = results.get('num_classes')
+        if num_classes is not None:
+            self.check_values(results['gt_seg_map'], num_classes, results.get('ignore_index', 255), results)
         return results
+
+    @staticmethod
+    def check_values(seg_map: np.ndarray, num_classes: int, ignore_index: int, results: dict) -> None:
+        values = (np.flatnonzero(np.bincount(seg_map.ravel(), minlength=256)) if seg_map.dtype == np.uint8
+                  else np.unique(seg_map))
+        bad = [int(v) for v in values if not (0 <= v < num_classes or v == ignore_index)]
+        if bad:
+            zero = results.get('reduce_zero_label')
+            raise ValueError(f"label map {results.get('seg_map_path')} holds value {bad[0]}"
+                             f"{' (and ' + ', '.join(map(str, bad[1:6])) + ')' if len(bad) > 1 else ''} "
+                             f"{'after reduce_zero_label (file value minus 1) ' if zero else ''}but the data set has "
+                             f"num_classes={num_classes} (labels 0-{num_classes - 1}) and ignore index {ignore_index}; "
+                             'fix the file, or the classes / ignore_index of the data set')
