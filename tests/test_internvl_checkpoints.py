@@ -37,8 +37,9 @@ RECIPES = {
        for n, k in ((16, 5), (8, 10), (4, 20), (2, 40), (1, 80))},
     'upernet_frozen': dict(config='internvit_6b_upernet_frozen_ade20k_504.py', head='upernet', out=[1, 3, 5, 7],
                            frozen=True, name='upernet_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5_frozen.py'),
+    # its auxiliary head on level 2: InternVL's full-tuning config keeps mmseg's default in_index
     'upernet_full': dict(config='internvit_6b_upernet_full_ade20k_504.py', head='upernet', out=[1, 3, 5, 7],
-                         frozen=False, name='upernet_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5.py'),
+                         frozen=False, name='upernet_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5.py', aux_index=2),
 }
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -117,7 +118,7 @@ def test_released_segmentation_file_loads_strictly_and_computes_as_internvl(reci
             assert [tuple(p.shape[-2:]) for p in ours_pyramid] == [(144, 144), (72, 72), (36, 36), (18, 18)]
             for a, b in zip(ours_pyramid, pyramid):
                 torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-            theirs = [internvl_upernet_head(sd, pyramid), internvl_aux_head(sd, pyramid)]
+            theirs = [internvl_upernet_head(sd, pyramid), internvl_aux_head(sd, pyramid, r.get('aux_index', 1))]
             ours = [model.decode_head(list(ours_pyramid)), model.auxiliary_head(list(ours_pyramid))]
         for a, b in zip(ours, theirs):
             assert a.shape[1] == 150

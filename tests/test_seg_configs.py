@@ -57,6 +57,8 @@ def test_6b_configs_follow_the_recipe(ckpt, depth, indices):
         assert bb.pos_embed.shape[1] == 1 + 36 * 36
         if recipe.startswith('upernet'):
             assert model.auxiliary_head.channels == 1536  # InternVL's configs: auxiliary_head channels=1536
+            # on level 1 in InternVL's head-tuning config; its full-tuning one keeps mmseg's default, 2
+            assert model.auxiliary_head.in_index == {'upernet_frozen': 1, 'upernet_full': 2}[recipe]
         assert bb.frozen == recipe.endswith('frozen')
         assert cfg.train_dataloader.dataset.pipeline[4]['crop_size'] == (504, 504)
         assert cfg.model.test_cfg == dict(mode='slide', crop_size=(504, 504), stride=(322, 322))
