@@ -32,8 +32,8 @@ import subprocess
 import sys
 import time
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from common import ROOT, peak_rss_mib, print_table, rss_mib, write_record  # noqa: E402
 
 GiB = 1024 ** 3
 # bf16 keeps 8 significant bits: each rounding is off by at most 2^-9 (0.2%) relative. A block rounds its
@@ -46,15 +46,11 @@ CROSS_IMPL_TOL = 2 ** -3
 
 
 def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GiB
+    return peak_rss_mib() / 1024
 
 
 def rss_gib() -> float:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1]) * 1024 / GiB
-    return float('nan')
+    return rss_mib() / 1024
 
 
 def rel_err(a, b) -> float:
@@ -247,43 +243,37 @@ def run_infer(ckpt: str, workdir: str) -> dict:
 
 
 # ------------------------------------------------------------------ the table
-def report(ours: dict, theirs: dict, weights_gib: float, cross_err: float, convert: dict) -> str:
-    target_peak = 1.1 * weights_gib + 1.0
+def report(ours: dict, theirs: dict, weights_gib: float, cross_err: float, convert: dict) -> dict:
+    """Prints the side-by-side table; returns the figures for the record."""
+    speed448, speed224 = theirs['fwd448_s'] / ours['fwd448_s'], theirs['fwd224x4_s'] / ours['fwd224x4_s']
     rows = [
-        ('load (s)', ours['load_s'], theirs['load_s'], theirs['load_s'] / ours['load_s'], 'x faster'),
+        ('load (s)', ours['load_s'], theirs['load_s'], theirs['load_s'] / ours['load_s'], 'theirs / ours'),
         ('RSS after load (GiB)', ours['rss_after_load_gib'], theirs['rss_after_load_gib'],
-         ours['rss_after_load_gib'] / theirs['rss_after_load_gib'], 'of theirs'),
+         ours['rss_after_load_gib'] / theirs['rss_after_load_gib'], 'ours / theirs'),
         ('peak RSS, load + forwards (GiB)', ours['peak_gib'], theirs['peak_gib'], ours['peak_gib'] / theirs['peak_gib'],
-         'of theirs'),
-        ('1x448 forward, warm (s)', ours['fwd448_s'], theirs['fwd448_s'], theirs['fwd448_s'] / ours['fwd448_s'],
-         'images/s ratio'),
-        ('1x448 images/s', 1 / ours['fwd448_s'], 1 / theirs['fwd448_s'], theirs['fwd448_s'] / ours['fwd448_s'], ''),
-        ('4x224 forward, warm (s)', ours['fwd224x4_s'], theirs['fwd224x4_s'],
-         theirs['fwd224x4_s'] / ours['fwd224x4_s'], 'images/s ratio'),
-        ('4x224 images/s', 4 / ours['fwd224x4_s'], 4 / theirs['fwd224x4_s'],
-         theirs['fwd224x4_s'] / ours['fwd224x4_s'], ''),
+         'ours / theirs'),
+        ('1x448 forward, warm (s)', ours['fwd448_s'], theirs['fwd448_s'], speed448, 'theirs / ours'),
+        ('1x448 images/s', 1 / ours['fwd448_s'], 1 / theirs['fwd448_s'], speed448, 'ours / theirs'),
+        ('4x224 forward, warm (s)', ours['fwd224x4_s'], theirs['fwd224x4_s'], speed224, 'theirs / ours'),
+        ('4x224 images/s', 4 / ours['fwd224x4_s'], 4 / theirs['fwd224x4_s'], speed224, 'ours / theirs'),
     ]
-    lines = [f'checkpoint: {weights_gib:.2f} GiB of bf16 weights (safetensors shards); '
-             f'{os.cpu_count()} CPU threads available, torch threads {ours.get("threads")}',
-             f'{"":34s} {"ours":>10s} {"transformers":>13s} {"ratio":>8s}',
-             *(f'{name:34s} {a:10.2f} {b:13.2f} {r:8.2f} {note}' for name, a, b, r, note in rows),
-             '',
-             f'targets: peak RSS <= 1.1 x weights + 1 GiB = {target_peak:.2f} GiB (ours {ours["peak_gib"]:.2f}: '
-             f'{"met" if ours["peak_gib"] <= target_peak else "MISSED"}); '
-             f'1x448 images/s ratio >= 1.0 (ours/theirs {theirs["fwd448_s"] / ours["fwd448_s"]:.2f}: '
-             f'{"met" if theirs["fwd448_s"] >= ours["fwd448_s"] else "MISSED"})',
-             f'weights held as: ours {ours["param_dtypes"]} (norm weights fp32), '
-             f'transformers {theirs["param_dtypes"]}; features out: ours {ours["out_dtype"]}, '
-             f'transformers {theirs["out_dtype"]}',
-             f'features finite: ours {ours["finite"]}, transformers {theirs["finite"]}',
-             f'bf16 vs fp32 of the same block (relative Frobenius error, tolerance {BF16_BLOCK_TOL:.4f}): '
-             f'first {ours["first_block_rel_err"]:.4f}, last {ours["last_block_rel_err"]:.4f} -> '
-             f'{"within" if max(ours["first_block_rel_err"], ours["last_block_rel_err"]) <= BF16_BLOCK_TOL else "OUTSIDE"}',
-             f'ours vs transformers after all blocks (bf16 both; tolerance {CROSS_IMPL_TOL:.3f}): {cross_err:.4f} -> '
-             f'{"within" if cross_err <= CROSS_IMPL_TOL else "OUTSIDE"}',
-             f'conversion to transformers (tools/convert_checkpoint.py, streamed): {convert["seconds"]:.1f}s, '
-             f'peak RSS {convert["peak_gib"]:.2f} GiB']
-    return '\n'.join(lines)
+    print(f'checkpoint: {weights_gib:.2f} GiB of bf16 weights (safetensors shards); torch threads {ours["threads"]} '
+          f'of {os.cpu_count()} CPUs')
+    print_table(['', 'ours', 'transformers', 'ratio', ''],
+                [(name, f'{a:.2f}', f'{b:.2f}', f'{r:.2f}', note) for name, a, b, r, note in rows])
+    print(f'peak RSS against the weights: ours {ours["peak_gib"]:.2f} GiB = {ours["peak_gib"] / weights_gib:.3f} x weights '
+          f'(1.1 x weights + 1 GiB = {1.1 * weights_gib + 1:.2f} GiB); transformers {theirs["peak_gib"]:.2f} GiB')
+    print(f'weights held as: ours {ours["param_dtypes"]} (norm weights fp32), transformers {theirs["param_dtypes"]}; '
+          f'features out: ours {ours["out_dtype"]}, transformers {theirs["out_dtype"]}')
+    print(f'features finite: ours {ours["finite"]}, transformers {theirs["finite"]}')
+    print(f'bf16 vs fp32 of the same block, same weights and input (relative Frobenius error; bf16 tolerance '
+          f'{BF16_BLOCK_TOL:.4f}): first block {ours["first_block_rel_err"]:.4f}, last block {ours["last_block_rel_err"]:.4f}')
+    print(f'ours vs transformers, last block output (both bf16; tolerance {CROSS_IMPL_TOL:.3f}): {cross_err:.4f}')
+    print(f'conversion to transformers (tools/convert_checkpoint.py, streamed): {convert["seconds"]:.1f}s, '
+          f'peak RSS {convert["peak_gib"]:.2f} GiB')
+    return dict(weights_gib=weights_gib, ours=ours, transformers=theirs, images_per_s_ratio_448=speed448,
+                images_per_s_ratio_224x4=speed224, ours_vs_transformers_rel_err=cross_err, convert=convert,
+                bf16_block_tol=BF16_BLOCK_TOL, cross_impl_tol=CROSS_IMPL_TOL)
 
 
 def main(argv=None):
@@ -340,9 +330,8 @@ def main(argv=None):
         a = torch.load(osp.join(args.workdir, 'ours_features.pt'))
         b = torch.load(osp.join(args.workdir, 'transformers_features.pt'))
         cross = rel_err(a, b)
-        table = report(ours, theirs, nbytes / GiB, cross, convert)
         print()
-        print(table)
+        record = report(ours, theirs, nbytes / GiB, cross, convert)
         if not args.skip_infer:
             shutil.rmtree(hf, ignore_errors=True)  # disk: the training checkpoint takes its place
             print(f'\n5/5 tools/infer.py {INFER_CONFIG} on a training checkpoint of this backbone (head random)',
@@ -353,6 +342,8 @@ def main(argv=None):
             infer = run_infer(osp.join(args.workdir, 'iter_1.pth'), args.workdir)
             print(f'tools/infer.py, 1 image of 683x512 (slide windows of 504): {infer["seconds"]:.0f}s in all, '
                   f'peak RSS {infer["peak_gib"]:.2f} GiB for {nbytes / GiB:.2f} GiB of bf16 weights; {infer["output"]}')
+            record['infer'] = infer
+        print(f'record: {write_record(record, name="load_6b")}')
     finally:
         if not args.keep:
             for d in (ogv, hf):

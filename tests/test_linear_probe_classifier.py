@@ -30,9 +30,10 @@ def test_6b_recipe_config():
     cfg = Config.fromfile(os.path.join(ROOT, 'configs/classification/internvit_6b_linear_probe_in1k.py'))
     with torch.device('meta'):  # the real 6B model, without allocating 24 GB
         model = MODELS.build(cfg.model)
-    assert count_trainable(model) == 6_401_000  # the Linear(6400 -> 1000) only
+    # InternVL's head: BatchNorm(6400) with scale and shift + Linear(6400 -> 1000)
+    assert count_trainable(model) == 6_400_000 + 1000 + 2 * 6400
     assert model.head.fc.in_features == 6400 and model.blocks == [47]
-    assert model.head.bn.eps == 1e-6 and not model.head.bn.affine
+    assert model.head.bn.eps == 1e-6 and model.head.bn.affine
     assert all(not p.requires_grad for p in model.backbone.parameters()) and model.backbone.frozen
     assert not model.save_backbone  # head-only checkpoints for a pretrained, frozen backbone
     opt = cfg.optim_wrapper

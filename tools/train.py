@@ -11,8 +11,8 @@ import sys
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout without install
 
-from internvit_dense.engine.launch import add_common_args, allow_full_checkpoint_loading, \
-    keep_freed_memory_on_cpu, load_config, resolve_resume, shutdown_distributed  # noqa: E402
+from internvit_dense.engine.cli import add_common_args, load_config, process_rank, resolve_resume, \
+    setup_entry_point, shutdown_distributed  # noqa: E402
 
 DEEPSPEED_BASES = osp.join(ROOT, 'configs', '_base_', 'deepspeed')
 
@@ -37,9 +37,8 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    setup_entry_point()
     args = parse_args(argv)
-    allow_full_checkpoint_loading()
-    keep_freed_memory_on_cpu()
     cfg = load_config(args)
 
     from internvit_dense.engine import deepspeed as ds
@@ -63,23 +62,41 @@ def main(argv=None):
         if wrapper != 'AmpOptimWrapper':
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    resolve_resume(cfg, args.resume, deepspeed=deepspeed)
-    if not args.no_memory_plan:
-        from internvit_dense.memory_plan import stop_if_it_cannot_fit
-        stop_if_it_cannot_fit(cfg, args.config)  # CUDA machines only: before the model is built
+    from internvit_dense.engine.fileio import CheckpointWriteError
+    from internvit_dense.engine.hooks import NonFiniteError, add_safety_hooks
+    from internvit_dense.engine.work_dir import WorkDirBusy, WorkDirLock
+    lock = WorkDirLock(cfg.work_dir) if process_rank() == 0 else None  # one lock per run, held by rank 0
+    if lock is not None:
+        try:
+            for note in lock.acquire():
+                print(f'warning: {note}', file=sys.stderr)
+        except WorkDirBusy as e:
+            raise SystemExit(str(e)) from None
+    try:
+        resolve_resume(cfg, args.resume, deepspeed=deepspeed)
+        if not args.no_memory_plan:
+            from internvit_dense.memory_plan import stop_if_it_cannot_fit
+            stop_if_it_cannot_fit(cfg, args.config)  # CUDA machines only: before the model is built
+        add_safety_hooks(cfg)
 
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import FlexibleRunner, Runner
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    elif deepspeed:
-        # runner_type stays out of the config (and of the copy saved in the work dir), so that
-        # tools/test.py evaluates with the plain Runner
-        runner = FlexibleRunner.from_cfg(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-    runner.train()
-    shutdown_distributed()
+        from mmengine.registry import RUNNERS
+        from mmengine.runner import FlexibleRunner, Runner
+        if 'runner_type' in cfg:
+            runner = RUNNERS.build(cfg)
+        elif deepspeed:
+            # runner_type stays out of the config (and of the copy saved in the work dir), so that
+            # tools/test.py evaluates with the plain Runner
+            runner = FlexibleRunner.from_cfg(cfg)
+        else:
+            runner = Runner.from_cfg(cfg)
+        try:
+            runner.train()
+        except (NonFiniteError, CheckpointWriteError) as e:
+            raise SystemExit(f'training stopped: {e}') from None
+        shutdown_distributed()
+    finally:
+        if lock is not None:
+            lock.release()
     print(f'training finished: checkpoints and logs in {osp.abspath(cfg.work_dir)}')
 
 

@@ -479,15 +479,17 @@ class InternViT(BaseModule):
     def run_blocks(self, x: torch.Tensor, grid: Tuple[int, int], start: int = 0,
                    end: Optional[int] = None) -> torch.Tensor:
         """Blocks ``start`` .. ``end - 1`` on tokens (B, 1 + h*w, C), checkpointed with ``with_cp``
-        wherever a graph is being recorded (also in a frozen ViT whose input needs gradients)."""
-        x = x.to(self.compute_dtype)  # a wrapper's tokens (the adapter's fp32) into a bf16 ViT's dtype
+        wherever a graph is being recorded (also in a frozen ViT whose input needs gradients). The blocks
+        compute in the weights' dtype; the tokens come back in the dtype they came in (an fp32 adapter's)."""
+        dtype = x.dtype
         with self.frozen_context(x):
+            x = x.to(self.compute_dtype)
             for blk in self.blocks[start:end]:
                 if self.with_cp and x.requires_grad and torch.is_grad_enabled():
                     x = cp.checkpoint(blk, x, grid, use_reentrant=False)
                 else:
                     x = blk(x, grid)
-        return x
+        return x.to(dtype)
 
     def _collect(self, x: torch.Tensor, indices: Sequence[int]) -> Tuple[List[torch.Tensor], Tuple[int, int]]:
         outs, start = {}, 0

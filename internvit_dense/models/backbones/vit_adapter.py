@@ -18,6 +18,7 @@ same image region are matched for any input size.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -403,15 +404,14 @@ class InternViTAdapter(BaseModule):
         patch = self.vit.patch_size
         vit_images = images[..., :images.shape[-2] // patch * patch, :images.shape[-1] // patch * patch]
         tokens, grid = self.vit.prepare_tokens(vit_images)
-        tokens = tokens.to(images.dtype)  # the adapter's dtype; a bf16 ViT casts back in run_blocks
+        tokens = tokens.to(images.dtype)  # the adapter's dtype; a bf16 ViT computes its blocks in bf16
         geo = self.geometry([c1, *prior], grid)
         c = torch.cat([m.flatten(2).transpose(1, 2) + e for m, e in zip(prior, self.level_embed)], dim=1)
 
         cls, x = tokens[:, :1], tokens[:, 1:]
         vit_feats = []
         for interaction, (start, end) in zip(self.interactions, self.interaction_indexes):
-            def run_group(t, start=start, end=end):  # in the ViT's dtype, back in the adapter's
-                return self.vit.run_blocks(t, grid, start, end + 1).to(t.dtype)
+            run_group = partial(self.vit.run_blocks, grid=grid, start=start, end=end + 1)
             x, cls, c = interaction(x, cls, c, run_group, geo)
             vit_feats.append(x)
 
