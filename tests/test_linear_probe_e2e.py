@@ -6,12 +6,12 @@ import re
 
 import pytest
 import torch
-from conftest import ROOT, load_tool, tiny_vit
+from conftest import ROOT, TINY_6B, load_tool, tiny_vit
 
 from internvit_dense.checkpoint import save_checkpoint
 from internvit_dense.datasets.synthetic_imagenet import generate_synthetic_imagenet
 
-ARCH = dict(embed_dims=32, depth=2, num_heads=2, mlp_dims=64)
+ARCH = dict(TINY_6B)  # the project's tiny architecture
 NUM_CLASSES = 6
 ROW = re.compile(r'^(ImageNet-[\w-]+(?: val)?)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$', re.M)
 
@@ -94,7 +94,7 @@ def test_recipe_config_through_the_runner_agrees_with_the_cache(setup, capsys):
 
     setup['tool'].main(['eval', '--cache', setup['cache'], '--recipe-checkpoint', last, '--out', str(base / 'r')])
     out = capsys.readouterr().out
-    assert 'checked against the cache: architecture, blocks [1], 28 px crop, backbone weights (vit.pth)' in out
+    assert f"checked against the cache: architecture, blocks [{ARCH['depth'] - 1}], 28 px crop, backbone weights (vit.pth)" in out
     assert 'NOT VERIFIED' not in out
     cached_top1 = table(out)['ImageNet-1k val']['top1']
     print(f'IN-1k val top-1: runner {runner_top1:.2f}, cached features {cached_top1:.2f}')
@@ -130,7 +130,7 @@ def test_internvl_released_head_scores_through_test_py_and_the_cache(setup, caps
     setup['tool'].main(['eval', '--cache', setup['cache'], '--recipe-checkpoint', str(path),
                         '--out', str(base / 'r_internvl')])
     out = capsys.readouterr().out
-    assert 'checked against the cache: architecture, blocks [1], 28 px crop, backbone weights (vit.pth)' in out
+    assert f"checked against the cache: architecture, blocks [{ARCH['depth'] - 1}], 28 px crop, backbone weights (vit.pth)" in out
     cached_top1 = table(out)['ImageNet-1k val']['top1']
     print(f"InternVL-layout head, IN-1k val top-1: runner {runner_top1:.2f}, cached features {cached_top1:.2f}")
     assert cached_top1 == pytest.approx(runner_top1, abs=100 / (NUM_CLASSES * 10) + 1e-6)

@@ -11,9 +11,7 @@ import sys
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout without install
 
-from internvit_dense.engine.cli import add_common_args, load_config, resolve_resume, run_in_work_dir, \
-    setup_entry_point, shutdown_distributed  # noqa: E402
-from internvit_dense.engine.hooks import add_safety_hooks  # noqa: E402
+from internvit_dense.engine.cli import add_common_args, load_config, setup_entry_point  # noqa: E402
 
 DEEPSPEED_BASES = osp.join(ROOT, 'configs', '_base_', 'deepspeed')
 
@@ -58,31 +56,10 @@ def main(argv=None):
     except ValueError as e:
         raise SystemExit(f'{args.config}: {e}') from None
 
+    from internvit_dense.engine.training import train, use_amp
     if args.amp:
-        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper != 'AmpOptimWrapper':
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    with run_in_work_dir(cfg.work_dir):  # the work dir's lock; a NaN or a failed checkpoint write ends cleanly
-        resolve_resume(cfg, args.resume, deepspeed=deepspeed)
-        if not args.no_memory_plan:
-            from internvit_dense.memory_plan import stop_if_it_cannot_fit
-            stop_if_it_cannot_fit(cfg, args.config)  # CUDA machines only: before the model is built
-        add_safety_hooks(cfg)
-
-        from mmengine.registry import RUNNERS
-        from mmengine.runner import FlexibleRunner, Runner
-        if 'runner_type' in cfg:
-            runner = RUNNERS.build(cfg)
-        elif deepspeed:
-            # runner_type stays out of the config (and of the copy saved in the work dir), so that
-            # tools/test.py evaluates with the plain Runner
-            runner = FlexibleRunner.from_cfg(cfg)
-        else:
-            runner = Runner.from_cfg(cfg)
-        runner.train()
-        shutdown_distributed()
-    print(f'training finished: checkpoints and logs in {osp.abspath(cfg.work_dir)}')
+        use_amp(cfg)
+    train(cfg, args.config, args.resume, deepspeed, check_memory_plan=not args.no_memory_plan)
 
 
 if __name__ == '__main__':

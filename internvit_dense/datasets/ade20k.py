@@ -5,6 +5,7 @@ import random
 from typing import List
 
 import numpy as np
+
 from mmcv.transforms import BaseTransform
 from mmengine.logging import print_log
 from mmseg.datasets import ADE20KDataset
@@ -45,6 +46,10 @@ class CheckedADE20KDataset(ADE20KDataset):
             if missing:
                 raise FileNotFoundError(f'{len(missing)} of {len(data_list)} images in {img_dir} have no '
                                         f'annotation, e.g. {missing[:3]}')
+        if self.subset_denominator > 1:
+            data_list = few_shot_subset(data_list, self.subset_denominator, self.subset_seed)
+            print_log(f'few-shot subset of {img_dir}: {len(data_list)} images (1/{self.subset_denominator}, '
+                      f'seed {self.subset_seed}, fingerprint {subset_fingerprint(data_list)})', logger='current')
         # zero-byte files (an interrupted copy) fail inside OpenCV ('!buf.empty()') without a file name
         empty = [p for d in data_list for p in (d['img_path'], d.get('seg_map_path'))
                  if p is not None and osp.getsize(p) == 0]
@@ -56,10 +61,6 @@ class CheckedADE20KDataset(ADE20KDataset):
         for info in data_list:
             info['num_classes'] = len(self.metainfo['classes'])
             info['ignore_index'] = self.ignore_index
-        if self.subset_denominator > 1:
-            data_list = few_shot_subset(data_list, self.subset_denominator, self.subset_seed)
-            print_log(f'few-shot subset of {img_dir}: {len(data_list)} images (1/{self.subset_denominator}, '
-                      f'seed {self.subset_seed}, fingerprint {subset_fingerprint(data_list)})', logger='current')
         return data_list
 
 

@@ -1,10 +1,8 @@
 """What the command-line tools share: process setup, arguments, config loading, resume resolution."""
-import contextlib
 import difflib
 import inspect
 import os
 import os.path as osp
-import sys
 import warnings
 from typing import List, Optional
 
@@ -106,30 +104,6 @@ def process_rank() -> int:
         if key in os.environ:
             return int(os.environ[key])
     return 0
-
-
-@contextlib.contextmanager
-def run_in_work_dir(work_dir: str):
-    """A training run's hold on its work dir: ``work_dir/train.lock`` (rank 0 takes it; a second run
-    is refused naming the holder, a dead holder's lock taken over with a warning), released at the end.
-    A NaN/Inf stop or a failed checkpoint write ends the process with its message, not a traceback."""
-    from .fileio import CheckpointWriteError
-    from .hooks import NonFiniteError
-    from .work_dir import WorkDirBusy, WorkDirLock
-    lock = WorkDirLock(work_dir) if process_rank() == 0 else None
-    if lock is not None:
-        try:
-            for note in lock.acquire():
-                print(f'warning: {note}', file=sys.stderr)
-        except WorkDirBusy as e:
-            raise SystemExit(str(e)) from None
-    try:
-        yield
-    except (NonFiniteError, CheckpointWriteError) as e:
-        raise SystemExit(f'training stopped: {e}') from None
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 def resolve_resume(cfg: Config, resume: Optional[str], deepspeed: bool = False) -> None:
