@@ -306,3 +306,36 @@ def test_infer_labels_match_mmseg_and_an_empty_image_is_named(tmp_path, one_thre
     with pytest.raises(SystemExit, match=f'{tmp_path}/empty.jpg is empty \\(0 bytes\\): not an image'):
         load_tool('infer').main([FULL, str(tmp_path / 'm.pth'), str(tmp_path / 'empty.jpg'), '--out-dir',
                                  str(tmp_path / 'out'), '--quiet'])
+
+
+def test_overflow_skips_of_a_loss_scaler_are_not_failures():
+    """A non-finite gradient norm with a finite loss is a loss-scale overflow skip under AMP / DeepSpeed fp16
+    (the step is dropped), a failure without a loss scaler; a non-finite loss stops either way."""
+    from types import SimpleNamespace
+
+    from mmengine.logging import MessageHub
+
+    from internvit_dense.engine.hooks import NonFiniteError, StopOnNonFiniteLoss
+
+    class AmpOptimWrapper:
+        pass
+
+    class OptimWrapper:
+        pass
+
+    hub = MessageHub.get_instance('overflow')
+    hub.update_scalar('train/grad_norm', float('inf'))
+    finite = {'loss': torch.tensor(1.5), 'decode.loss_ce': torch.tensor(1.5), 'decode.acc_seg': torch.tensor(3.0)}
+    hook = StopOnNonFiniteLoss()
+    amp = SimpleNamespace(optim_wrapper=AmpOptimWrapper(), message_hub=hub, iter=11, model=None)
+    hook.after_train_iter(amp, 0, outputs=finite)  # skipped step: goes on
+    plain = SimpleNamespace(optim_wrapper=OptimWrapper(), message_hub=hub, iter=11, model=None)
+    with pytest.raises(NonFiniteError, match=r'gradient norm is inf at iteration 12 \(loss terms: loss=1.5, '
+                                             r'decode.loss_ce=1.5\)'):
+        hook.after_train_iter(plain, 0, outputs=finite)
+    engine = SimpleNamespace(skipped_steps=3, optimizer=SimpleNamespace(cur_scale=1024.0))
+    deepspeed = SimpleNamespace(optim_wrapper=AmpOptimWrapper(), message_hub=hub, iter=11, model=engine)
+    with pytest.raises(NonFiniteError, match=r'loss is not finite at iteration 12 \(loss=nan, decode.loss_ce=nan\).*'
+                                             r'DeepSpeed skipped 3 steps on fp16 gradient overflow, loss scale now 1024'):
+        hook.after_train_iter(deepspeed, 0, outputs={'loss': torch.tensor(float('nan')),
+                                                     'decode.loss_ce': torch.tensor(float('nan'))})
