@@ -30,5 +30,7 @@ setup(
     extras_require={
         'dev': ['pytest', 'transformers>=5.0', 'scikit-learn'],
         'flash': ['flash-attn'],
+        # HFEncoder (hf:DIR encoders in the linear probe and the configs); timm is a core dependency.
+        'hf': ['transformers>=5.0'],
     },
 )

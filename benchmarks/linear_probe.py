@@ -44,8 +44,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from internvit_dense.linear_probe.cache import FeatureCache, array_name  # noqa: E402
-from internvit_dense.linear_probe.grid import (PRECISIONS, RECIPE_SPEC, LinearGrid, feature_batches, make_specs,  # noqa: E402
-                                               train_grid)
+from internvit_dense.linear_probe.grid import (PRECISIONS, RECIPE_SPEC, LinearGrid, feature_batches,  # noqa: E402
+                                               make_optimizer, make_specs, train_grid)
 
 # Backbone forward FLOPs per image, 2 x parameters x tokens (attention's N^2 term added below).
 BACKBONES = {'6b': dict(params=5.9e9, dim=3200, depth=48), '300m': dict(params=0.3e9, dim=1024, depth=24)}
@@ -87,7 +87,8 @@ def time_pass(cache: FeatureCache, make_grid, batch: int, cold: bool, device: to
                                                  drop_last=True, device=device):
             pass
     else:
-        train_grid(make_grid(), source, images, epochs=1, warmup_epochs=0.5, batch_size=batch, progress=False)
+        train_grid(make_grid(), source, images, steps=len(images) // batch, warmup_steps=len(images) // batch // 2,
+                   batch_size=batch, progress=False)
     elapsed = time.perf_counter() - start
     del source
     return elapsed
@@ -101,6 +102,7 @@ def time_backbone_pass(model, make_grid, images: int, batch: int, classes: int, 
     """One pass in which ``model`` computes every batch's features (cls + mean patch of its last
     ``blocks`` blocks) and the classifiers of ``make_grid()`` train on them."""
     grid = make_grid()
+    optimizer = make_optimizer(grid, batch)
     gen = torch.Generator().manual_seed(0)
     start = time.perf_counter()
     for _ in range(images // batch):
@@ -111,8 +113,9 @@ def time_backbone_pass(model, make_grid, images: int, batch: int, classes: int, 
         for b, (patches, cls_tok) in enumerate(outs):
             arrays[('cls', b)], arrays[('patch', b)] = cls_tok.float(), patches.float().mean(dim=1)
         labels = torch.randint(classes, (batch,), generator=gen)
-        grid.loss(grid(arrays, train=True), labels).backward()
-        grid.step(1.0, batch)
+        optimizer.zero_grad(set_to_none=True)
+        grid.loss(grid(arrays, train=True), labels)[0].backward()
+        optimizer.step()
     return time.perf_counter() - start
 
 

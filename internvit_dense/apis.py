@@ -12,7 +12,9 @@ never randomly initialised and never held twice, so a 6B model loads in its own 
 (:func:`build_trained`, which tools/test.py uses too). The checkpoint is loaded strictly, so one that
 does not fit the config fails instead of leaving random weights. And it loads the checkpoints our
 training writes on torch >= 2.6, whose ``weights_only`` default refuses the objects mmengine stores
-beside the weights: the file is one the caller names, trusted as tools/test.py trusts it.
+beside the weights: the file is one the caller names, trusted as tools/test.py trusts it. InternVL's
+released task checkpoints load as they are too, into the config of their recipe (a file of another
+recipe is refused with the reason and the config to use).
 """
 import os
 import os.path as osp
@@ -23,7 +25,8 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS
 
-from internvit_dense.checkpoint import CheckpointError, fill_module, meta_tensors, torch_load
+from internvit_dense.checkpoint import CheckpointError, fill_module, meta_tensors
+from internvit_dense.checkpoint.model_checkpoints import check_fits, log_loaded, read_model_checkpoint
 
 
 def init_model(config: Union[str, os.PathLike, Config], checkpoint: Optional[Union[str, os.PathLike]] = None,
@@ -84,12 +87,21 @@ def build_trained(model_cfg: dict, checkpoint: Union[str, os.PathLike]) -> Tuple
     from internvit_dense.models.backbones.internvit import InternViT, backbones_on_meta
 
     checkpoint = str(checkpoint)
-    state = _read_checkpoint(checkpoint)
-    sd = state['state_dict'] if isinstance(state.get('state_dict'), dict) else state
+    _check_path(checkpoint)
+    # ours, or one of InternVL's released task checkpoints under our key names
+    ckpt = read_model_checkpoint(checkpoint)
+    if ckpt['source_format'] is None:
+        state = ckpt['raw']
+        sd = state['state_dict'] if isinstance(state.get('state_dict'), dict) else state
+    else:
+        state, sd = dict(meta=ckpt['meta']), ckpt['state_dict']
     # as mmengine's loader: a DDP/DeepSpeed-wrapped model's keys start with 'module.'
     sd = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()}
     with backbones_on_meta():
         model = MODELS.build(model_cfg)
+    check_fits(ckpt, model, checkpoint)  # an InternVL file of another recipe: refused with the reason
+    log_loaded(ckpt, checkpoint)
+    del ckpt  # the tensors now live in sd only: the model takes them from there
     fill_module(model, sd, strict=True, source=checkpoint, allow_meta=True)
     for m in model.modules():
         if isinstance(m, InternViT) and m.pos_embed.is_meta:
@@ -115,17 +127,12 @@ def _trained_model(model: dict, checkpoint: str, data_preprocessor: Optional[dic
     return build_trained(model, checkpoint)[0]
 
 
-def _read_checkpoint(path: str) -> dict:
+def _check_path(path: str) -> None:
     if osp.isdir(path):
         raise IsADirectoryError(f'{path} is a folder (a DeepSpeed checkpoint?): make one file of it first with '
                                 f'python tools/zero_to_fp32.py {path}')
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
-    # memory-mapped: a 6B checkpoint is read into the model's own memory, not into a second copy
-    state = torch_load(path)
-    if not isinstance(state, dict):
-        raise TypeError(f'{path} holds a {type(state).__name__}, not a state dict or a training checkpoint')
-    return state
 
 
 def _test_set_metainfo(config: Config) -> dict:

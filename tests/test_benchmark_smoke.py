@@ -56,3 +56,19 @@ def test_quick_linear_probe_benchmark_prints_what_it_measured(tmp_path):
     measured = record['measured_with_backbone']
     assert measured['images'] == 32 and measured['seconds']['one'] > 0
     assert float(with_backbone.group(1)) == pytest.approx(measured['ratio'], abs=6e-4)
+
+
+def test_quick_encoder_extract_benchmark_prints_what_it_measured(tmp_path):
+    out_json = tmp_path / 'enc.json'
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'benchmarks', 'encoder_extract.py'), '--quick',
+                           '--threads', '1', '--json', str(out_json)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    assert proc.returncode == 0, f'benchmark failed:\n{proc.stdout}\n{proc.stderr}'
+    out, record = proc.stdout, json.loads(out_json.read_text())
+    ratio = re.search(rf'extract images/s: InternViT-300M \(ours\) / timm \S+ = {NUMBER}x', out)
+    assert ratio, out
+    assert float(ratio.group(1)) == pytest.approx(record['ratio_ours_over_timm'], abs=0.006)
+    assert all(len(s) == 2 and min(s) > 0 for s in record['seconds'].values())
+    # the two implementations of InternViT-300M agree on the checkpoint's grid
+    assert record['agreement']['448']['max_abs_diff'] < 1e-4
+    assert '448 px (the checkpoint grid): max |diff|' in out

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from conftest import load_tool
 
 from internvit_dense.linear_probe.cache import FeatureCache, SplitFeatures
-from internvit_dense.linear_probe.grid import (RECIPE_SPEC, FeatureSpec, LinearGrid, feature_batches, lr_factor,
-                                               make_specs, stratified_holdout)
+from internvit_dense.linear_probe.grid import (RECIPE_SPEC, FeatureSpec, LinearGrid, feature_batches,
+                                               make_optimizer, make_scheduler, make_specs, stratified_holdout)
 from internvit_dense.linear_probe.sweep import run_sweep
 
 K, C, BLOCKS = 10, 16, [8, 9, 10, 11]
@@ -59,8 +59,8 @@ def test_sweep_matches_sklearn_logistic_regression(gaussian_cache, tmp_path, pre
     from sklearn.linear_model import LogisticRegression
 
     cache, gen, data = gaussian_cache
-    summary = run_sweep(cache, str(tmp_path), epochs=30, batch_size=256, holdout=0.1, precision=precision,
-                        progress=False, log=lambda *a: None)
+    summary = run_sweep(cache, str(tmp_path), epochs=30, batch_size=256, holdout=0.1, min_steps=0,
+                        precision=precision, progress=False, log=lambda *a: None)
     assert summary['precision'] == precision
     (ytr, tr), (yte, te) = data['train'], data['in1k']
     best = summary['best']
@@ -92,7 +92,8 @@ def test_sweep_matches_sklearn_logistic_regression(gaussian_cache, tmp_path, pre
 
 def test_grid_is_independent_recipe_heads():
     """Every classifier of the grid ends where the recipe's head (BatchNorm + Linear, torch SGD with
-    Nesterov momentum, the same schedule and batches) ends when trained alone."""
+    Nesterov momentum at its own learning rate, the same schedule and batches) ends when trained alone:
+    the grid's one optimizer with per-classifier loss weights takes exactly each head's steps."""
     from internvit_dense.models.classifiers import LinearProbeHead
 
     gen = GaussianFeatures(seed=3)
@@ -102,30 +103,35 @@ def test_grid_is_independent_recipe_heads():
     grid = LinearGrid(make_specs(), lrs, BLOCKS, C, K, seed=0)
     bs, epochs = 64, 3
     total, warmup = epochs * (400 // bs), 400 // bs
-    heads, opts = {}, {}
+    grid_opt = make_optimizer(grid, bs)
+    grid_sched = make_scheduler(grid_opt, total, warmup)
+    heads, opts, scheds = {}, {}, {}
     for s in range(len(grid.specs)):
         for j in range(len(lrs)):
             head = LinearProbeHead(grid.weights[s].shape[0], K)
             with torch.no_grad():  # the same N(0, 0.01) draw as the grid's
                 head.fc.weight.copy_(grid.weights[s][:, j].T)
             heads[s, j] = head
-            opts[s, j] = torch.optim.SGD(head.fc.parameters(), lr=1.0, momentum=0.9, nesterov=True)
+            opts[s, j] = torch.optim.SGD(head.fc.parameters(), lr=lrs[j] * bs / 512, momentum=0.9, nesterov=True)
+            scheds[s, j] = make_scheduler(opts[s, j], total, warmup)
     rng_grid, rng_heads = np.random.default_rng(7), np.random.default_rng(7)
-    it = 0
+    seen_lrs = []
     for _ in range(epochs):
         batches = zip(feature_batches(source, np.arange(400), grid.keys, bs, rng_grid, drop_last=True),
                       feature_batches(source, np.arange(400), grid.keys, bs, rng_heads, drop_last=True))
         for (a, labels, _), (a2, labels2, _) in batches:
-            factor = lr_factor(it, total, warmup)
-            grid.loss(grid(a, train=True), labels).backward()
-            grid.step(factor, bs)
+            grid_opt.zero_grad()
+            grid.loss(grid(a, train=True), labels)[0].backward()
+            grid_opt.step()
+            seen_lrs.append(grid_opt.param_groups[0]['lr'])
+            grid_sched.step()
             for (s, j), head in heads.items():
-                for group in opts[s, j].param_groups:
-                    group['lr'] = lrs[j] * bs / 512 * factor
                 opts[s, j].zero_grad()
                 F.cross_entropy(head(torch.cat([a2[k] for k in grid.spec_keys[s]], 1)), labels2).backward()
                 opts[s, j].step()
-            it += 1
+                scheds[s, j].step()
+    base = bs / 512
+    assert seen_lrs[0] == pytest.approx(base / warmup) and seen_lrs[warmup - 1] == pytest.approx(base)
     full = {k: torch.from_numpy(v) for k, v in arrays.items()}
     for (s, j), head in heads.items():
         clf = grid.classifier(s, j)
@@ -156,7 +162,7 @@ def test_second_sweep_never_runs_the_backbone(gaussian_cache, tmp_path, monkeypa
     for run in range(2):
         out = tmp_path / f'sweep{run}'
         tool.main(['sweep', '--cache', cache.root, '--out', str(out), '--epochs', '3', '--batch-size', '256',
-                   '--holdout', '0.1', '--lrs', '0.05,0.2', '--quiet'])
+                   '--min-steps', '0', '--holdout', '0.1', '--lrs', '0.05,0.2', '--quiet'])
         tool.main(['eval', '--cache', cache.root, '--sweep', str(out)])
         outs.append(json.loads((out / 'sweep.json').read_text()))
     printed = capsys.readouterr().out
@@ -184,7 +190,16 @@ def test_feature_specs_and_schedule():
         FeatureSpec(5, False).keys(BLOCKS)
     with pytest.raises(ValueError):
         FeatureSpec.parse('first2')
-    factors = [lr_factor(i, 100, 10) for i in range(100)]
-    assert factors[9] == 1.0 and factors[0] == pytest.approx(0.1)
+    # the schedule is torch's: linear warm-up (it + 1) / warmup, then cosine to 0, per optimizer step
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make_scheduler(opt, 100, 10)
+    factors = []
+    for _ in range(100):
+        factors.append(opt.param_groups[0]['lr'])
+        opt.step()
+        sched.step()
+    assert factors[9] == pytest.approx(1.0) and factors[0] == pytest.approx(0.1)
+    assert factors[4] == pytest.approx(0.5)
     assert all(a <= b for a, b in zip(factors[:10], factors[1:10]))  # warm-up rises
     assert all(a >= b for a, b in zip(factors[10:], factors[11:])) and factors[-1] < 0.01  # cosine falls to ~0
+    assert factors[55] == pytest.approx(0.5, abs=0.02)  # half-way down the cosine

@@ -4,10 +4,17 @@
     # 1. run the frozen backbone once over ImageNet-1k and its variants; resumable (rerun the same command)
     python tools/linear_probe.py extract --data-root data/imagenet \\
         --checkpoint pretrained/intern_vit_6b_224px.pth --arch 6b --img-size 224 --blocks last4
+    #    other encoders through the same protocol: a timm model from a local file, a transformers folder
+    python tools/linear_probe.py extract --data-root data/imagenet --backbone timm:vit_large_patch14_dinov2 \\
+        --checkpoint pretrained/dinov2_vitl14.safetensors
+    python tools/linear_probe.py extract --data-root data/imagenet --backbone hf:pretrained/siglip-so400m
     # 2. train learning rates x {last 1, last 4 blocks} x {with, without mean patch} in one pass
     python tools/linear_probe.py sweep --cache work_dirs/linear_probe/cache/intern_vit_6b_224px-<key>
     # 3. score the chosen probe on IN-1k, ReaL, V2, A, R and Sketch; one table (+ JSON, PNG)
     python tools/linear_probe.py eval --cache work_dirs/linear_probe/cache/intern_vit_6b_224px-<key>
+    # 4. several encoders side by side: one table, one bar plot
+    python tools/linear_probe.py compare work_dirs/linear_probe/cache/intern_vit_6b_224px-<key> \\
+        work_dirs/linear_probe/cache/dinov2_vitl14-<key> --plot work_dirs/linear_probe/compare.png
 
 ``sweep`` and ``eval`` read only the cache: the backbone is never built again. Data
 layouts: internvit_dense/datasets/imagenet.py; a small synthetic set in those layouts:
@@ -19,13 +26,13 @@ import argparse
 import json
 import os.path as osp
 import sys
-import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without install
 
-from internvit_dense.linear_probe.variants import VARIANTS  # noqa: E402
+from internvit_dense.datasets.imagenet import VARIANTS  # noqa: E402
+from internvit_dense.linear_probe.extract import EXTRACT_SPLITS  # noqa: E402
+from internvit_dense.linear_probe.sweep import HOLDOUT_MIN_PER_CLASS, MIN_STEPS  # noqa: E402
 
-EXTRACT_SPLITS = ('train', 'in1k', 'v2', 'sketch', 'a', 'r')  # cache split names; ReaL rides on in1k
 DEFAULT_CACHE_ROOT = 'work_dirs/linear_probe/cache'
 
 
@@ -53,8 +60,14 @@ def parse_args(argv=None):
     e.add_argument('--path', type=_key_value, action='append', default=[],
                    help='override a split folder, e.g. --path v2=/data/imagenetv2-matched-frequency')
     e.add_argument('--real-json', help='ImageNet-ReaL labels (default: found under the data root)')
-    g = e.add_mutually_exclusive_group(required=True)
-    g.add_argument('--checkpoint', help='backbone weights: OpenGVLab .pth, or a Hugging Face directory')
+    e.add_argument('--backbone', default='internvit',
+                   help="'internvit' (default), 'timm:NAME' (a timm model; weights from --checkpoint FILE) or "
+                        "'hf:DIR' (a local transformers model folder)")
+    e.add_argument('--model-kwargs', type=json.loads, default=None,
+                   help='timm:NAME only: more arguments for timm.create_model, as JSON (e.g. \'{"img_size": 448}\')')
+    g = e.add_mutually_exclusive_group()
+    g.add_argument('--checkpoint', help='backbone weights: InternViT in any supported format (.pth, Hugging Face '
+                                        'directory), or a local weights file of a timm model')
     g.add_argument('--random-init', action='store_true', help='a randomly initialised backbone (smoke tests)')
     e.add_argument('--arch', help="'6b', '6b-448', '300m' or a JSON dict (needed for .pth and --random-init)")
     e.add_argument('--img-size', type=int, default=224, help='crop size (default: %(default)s)')
@@ -86,11 +99,21 @@ def parse_args(argv=None):
     s.add_argument('--lrs', type=_csv(float), default=None, help='learning rates per 512 images (comma-separated)')
     s.add_argument('--n-last', type=_csv(int), default=[1, 4], help='cls tokens of the last N blocks (default: 1,4)')
     s.add_argument('--avgpool', choices=['both', 'yes', 'no'], default='both', help='append the mean patch token')
-    s.add_argument('--epochs', type=int, default=10)
-    s.add_argument('--warmup-epochs', type=float, default=1.0)
-    s.add_argument('--batch-size', type=int, default=1024)
+    s.add_argument('--epochs', type=float, default=10,
+                   help='epochs of the recipe schedule (default: %(default)s; more on small data, see --min-steps)')
+    s.add_argument('--warmup-epochs', type=float, default=1.0, help='warm-up as a share of --epochs (default: 1)')
+    s.add_argument('--batch-size', type=int, default=1024,
+                   help='(default: %(default)s; on small data it shrinks to 1/8 of the training images, >= 16)')
+    s.add_argument('--min-steps', type=int, default=MIN_STEPS,
+                   help='optimizer steps the schedule never goes below: small sets get more epochs '
+                        '(default: %(default)s)')
+    s.add_argument('--steps', type=int, default=None, help='set the number of optimizer steps outright')
     s.add_argument('--holdout', type=float, default=0.02, help='fraction of train held out to choose on')
-    s.add_argument('--select-on', choices=['holdout', 'val'], default='holdout')
+    s.add_argument('--holdout-min-per-class', type=int, default=HOLDOUT_MIN_PER_CLASS,
+                   help='held-out images per class at least (at most half a class; default: %(default)s)')
+    s.add_argument('--select-on', choices=['holdout', 'val'], default='holdout',
+                   help='choose the probe on held-out training images (default) or on IN-1k val, as DINOv2 does '
+                        '(optimistic: the reported number chose the probe; labelled so in every table)')
     s.add_argument('--seed', type=int, default=0)
     s.add_argument('--device', default=None)
     s.add_argument('--precision', choices=['fp32', 'bf16'], default=None,
@@ -105,140 +128,35 @@ def parse_args(argv=None):
     v.add_argument('--variants', type=_csv(str), default=None, help=f'subset of {",".join(VARIANTS)}')
     v.add_argument('--out', help='where eval.json and accuracy_vs_lr.png go (default: the sweep folder)')
     v.add_argument('--device', default=None)
+
+    c = sub.add_parser('compare', help='one table (and a bar plot) of several encoders\' eval results')
+    c.add_argument('results', nargs='+', help='cache folders (their sweep/eval.json), folders with eval.json, or the '
+                                              'eval.json files')
+    c.add_argument('--names', type=_csv(str), default=None, help='row names, comma-separated (default: the encoder '
+                                                                 'each cache was extracted from)')
+    c.add_argument('--plot', default='work_dirs/linear_probe/compare.png', help='bar plot (default: %(default)s)')
+    c.add_argument('--no-paper', action='store_true', help="leave out the InternVL paper's reference rows")
     return p.parse_args(argv)
 
 
 # ------------------------------------------------------------------- extract
-def build_backbone(args, dtype=None):
-    import torch
-
-    from internvit_dense.models.backbones import InternViT
-
-    arch = args.arch
-    if arch and arch.strip().startswith('{'):
-        arch = json.loads(arch)
-    kwargs = dict(img_size=args.img_size, frozen=True, dtype=dtype)
-    if args.patch_size:
-        kwargs['patch_size'] = args.patch_size
-    if args.pretrain_size:
-        kwargs['pretrain_size'] = args.pretrain_size
-    if args.random_init:
-        if arch is None:
-            raise SystemExit('--random-init needs --arch')
-        torch.manual_seed(args.seed)
-        model = InternViT(arch=arch, **kwargs)
-    else:
-        if arch is not None:
-            kwargs['arch'] = arch
-        model = InternViT.from_pretrained(args.checkpoint, **kwargs)
-    return model.eval()
-
-
-def parse_blocks(text, depth: int):
-    if text is None:
-        text = f'last{min(4, depth)}'
-    if text.startswith('last'):
-        n = int(text[4:])
-        if not 1 <= n <= depth:
-            raise SystemExit(f'--blocks {text}: the backbone has {depth} blocks')
-        return list(range(depth - n, depth))
-    blocks = sorted({int(b) % depth for b in text.split(',')})
-    return blocks
-
-
-def find_splits(args, wnids):
-    """{split: (folder, ann_file or None)} of the splits asked for / present."""
-    from internvit_dense.datasets.imagenet import class_folders, resolve_class_root
-    from internvit_dense.linear_probe.variants import TRAIN_ANN, TRAIN_PATH
-
-    overrides = dict(args.path)
-    unknown = set(overrides) - set(EXTRACT_SPLITS)
-    if unknown:
-        raise SystemExit(f'--path: unknown split(s) {sorted(unknown)}; splits are {",".join(EXTRACT_SPLITS)}')
-    found, missing = {}, []
-    for split in args.splits or EXTRACT_SPLITS:
-        if split not in EXTRACT_SPLITS:
-            raise SystemExit(f'unknown split {split!r}; splits are {",".join(EXTRACT_SPLITS)} (ReaL uses in1k)')
-        rel, ann = (TRAIN_PATH, TRAIN_ANN) if split == 'train' else (VARIANTS[split].path, VARIANTS[split].ann_file)
-        folder = overrides.get(split, osp.join(args.data_root, rel))
-        ann = osp.join(args.data_root, ann) if ann else None
-        if class_folders(resolve_class_root(folder)) or (ann and osp.isfile(ann) and osp.isdir(folder)):
-            found[split] = (folder, ann)
-        else:
-            missing.append((split, folder))
-    if args.splits and missing:
-        raise SystemExit('not found: ' + ', '.join(f'{s} ({f})' for s, f in missing))
-    return found, missing
-
-
 def cmd_extract(args):
-    import torch
+    from internvit_dense.linear_probe.extract import ExtractError, run_extract
 
-    from internvit_dense.datasets.imagenet import class_subset, find_real_json, list_split, real_labels_for, \
-        train_wnids
-    from internvit_dense.linear_probe.cache import FeatureCache, checkpoint_identity
-    from internvit_dense.linear_probe.extract import eval_pipeline, extract_split, train_pipeline
-
-    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    precision = args.precision or ('bf16' if device.startswith('cuda') else 'fp32')
-    train_dir = dict(args.path).get('train')
-    wnids = train_wnids(args.data_root, train_path=osp.abspath(train_dir) if train_dir else None)
-    splits, missing = find_splits(args, wnids)
-    if not splits:
-        raise SystemExit(f'no split found under {args.data_root}; see internvit_dense/datasets/imagenet.py')
-
-    # built in the precision's dtype straight from the checkpoint (on the meta device: no fp32 copy first)
-    model = build_backbone(args, dtype=dict(fp32=torch.float32, bf16=torch.bfloat16, fp16=torch.float16)[precision])
-    blocks = parse_blocks(args.blocks, model.depth)
-    model.to(device=device)
-    identity = dict(
-        checkpoint=(dict(kind='random', seed=args.seed) if args.random_init
-                    else checkpoint_identity(args.checkpoint)),
-        arch=model.arch, patch_size=model.patch_size, pretrain_size=model.pretrain_size, img_size=args.img_size,
-        resize_size=args.resize_size or args.img_size, blocks=blocks, precision=precision, dtype=args.dtype)
-    name = args.name or ('random' if args.random_init else
-                         osp.splitext(osp.basename(osp.normpath(args.checkpoint)))[0])
-    cache = FeatureCache.for_identity(args.cache_root, identity, name)
-    print(f'feature cache: {cache.root}\n  backbone: {model.depth} blocks x {model.embed_dims} dims, '
-          f'caching blocks {blocks} (cls + mean patch), {precision} on {device}, stored as {args.dtype}')
-    for split, folder in missing:
-        print(f'  {split}: not found at {folder}, skipped')
-
-    start = time.time()
-    computed = {}
-    for split, (folder, ann) in splits.items():
-        items = list_split(folder, wnids, ann)
-        paths, labels = [p for p, _ in items], [lab for _, lab in items]
-        meta = dict(classes=wnids, variant=split, folder=osp.abspath(folder))
-        if split in ('a', 'r'):
-            meta['class_subset'] = class_subset(items)
-        if split == 'in1k':
-            real = find_real_json(args.data_root, args.real_json)
-            if real:
-                meta['real_labels'] = real_labels_for(items, real)
-                meta['real_json'] = osp.abspath(real)
-        augment = split == 'train' and args.train_views > 0
-        views = args.train_views if augment else 1
-        pipeline = train_pipeline(args.img_size) if augment else eval_pipeline(args.img_size, args.resize_size)
-        if args.restart and not cache.is_complete(split):
-            cache.drop_split(split)
-        before = len(cache.splits.get(split, {}).get('done', []))
-        try:
-            info = extract_split(cache, split, paths, labels, model, pipeline, views=views, seed=args.seed,
-                                 batch_size=args.batch_size, chunk_size=args.chunk_size, num_workers=args.workers,
-                                 dtype=args.dtype, meta=meta, progress=not args.quiet)
-        except KeyboardInterrupt:
-            info = cache.splits[split]
-            print(f'\ninterrupted: {split} has {len(info["done"])}/{info["num_chunks"]} chunks; '
-                  'rerun the same command to finish without recomputing them')
-            raise SystemExit(130)
-        computed[split] = (info, len(info['done']) - before)
-
-    print(f'\nextraction finished in {time.time() - start:.1f} s: {cache.root}')
-    print(f"{'split':<8}{'images':>8}{'views':>7}{'chunks':>8}{'computed':>10}  status")
-    for split, (info, new) in computed.items():
-        status = 'complete' if info['complete'] else 'INCOMPLETE'
-        print(f"{split:<8}{info['num_images']:>8}{info['views']:>7}{info['num_chunks']:>8}{new:>10}  {status}")
+    try:
+        cache = run_extract(
+            args.data_root, encoder=args.backbone, checkpoint=args.checkpoint, arch=args.arch,
+            random_init=args.random_init, img_size=args.img_size, resize_size=args.resize_size,
+            patch_size=args.patch_size, pretrain_size=args.pretrain_size, model_kwargs=args.model_kwargs,
+            blocks=args.blocks, splits=args.splits,
+            paths=dict(args.path), real_json=args.real_json, train_views=args.train_views,
+            cache_root=args.cache_root, name=args.name, batch_size=args.batch_size, chunk_size=args.chunk_size,
+            workers=args.workers, device=args.device, precision=args.precision, dtype=args.dtype, seed=args.seed,
+            restart=args.restart, progress=not args.quiet)
+    except (ExtractError, FileNotFoundError, KeyError) as e:
+        raise SystemExit(str(e).strip('"'))
+    except KeyboardInterrupt:
+        raise SystemExit(130)
     print(f'next: python tools/linear_probe.py sweep --cache {cache.root}')
 
 
@@ -246,7 +164,8 @@ def cmd_extract(args):
 def cmd_sweep(args):
     from internvit_dense.linear_probe.cache import FeatureCache
     from internvit_dense.linear_probe.grid import DEFAULT_LRS
-    from internvit_dense.linear_probe.sweep import format_sweep_table, resolve_device, resolve_precision, run_sweep
+    from internvit_dense.linear_probe.sweep import (OPTIMISTIC, format_sweep_table, resolve_device, resolve_precision,
+                                                    run_sweep)
 
     cache = FeatureCache(args.cache)
     out = args.out or osp.join(cache.root, 'sweep')
@@ -254,13 +173,16 @@ def cmd_sweep(args):
     device = resolve_device(args.device)
     summary = run_sweep(cache, out, lrs=args.lrs or DEFAULT_LRS, n_lasts=args.n_last, avgpool=avgpool,
                         epochs=args.epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch_size,
-                        holdout=args.holdout, select_on=args.select_on, seed=args.seed,
+                        holdout=args.holdout, holdout_min_per_class=args.holdout_min_per_class,
+                        select_on=args.select_on, min_steps=args.min_steps, steps=args.steps, seed=args.seed,
                         device=device, precision=resolve_precision(args.precision, device), progress=not args.quiet)
     best = summary['best']
     print('\n' + format_sweep_table(summary))
     metric = summary['select_on']
     print(f"\nsweep finished: {summary['num_classifiers']} classifiers in one pass, {summary['train_seconds']:.1f} s")
-    print(f"best on {metric}: {best['feature']}, lr {best['lr']:g} per 512 images -> {best[metric]:.2f}% top-1"
+    chosen_on = (f"{summary['num_holdout']} held-out training images" if metric == 'holdout'
+                 else f'IN-1k val ({OPTIMISTIC})')
+    print(f"best on {chosen_on}: {best['feature']}, lr {best['lr']:g} per 512 images -> {best[metric]:.2f}% top-1"
           + (f" (IN-1k val {best['val']:.2f}%)" if 'val' in best and metric != 'val' else ''))
     print(f'saved: {osp.join(out, "sweep.json")}, {osp.join(out, "best_classifier.pth")}')
     print(f'next: python tools/linear_probe.py eval --cache {cache.root}' +
@@ -272,7 +194,8 @@ def cmd_eval(args):
     from internvit_dense.linear_probe.cache import CacheError, FeatureCache
     from internvit_dense.linear_probe.evaluate import evaluate_variants, format_table, plot_lr_curves, write_json
     from internvit_dense.linear_probe.recipe import check_against_cache, load_recipe_probe
-    from internvit_dense.linear_probe.sweep import SWEEP_JSON, load_best, resolve_device
+    from internvit_dense.linear_probe.compare import describe_identity
+    from internvit_dense.linear_probe.sweep import OPTIMISTIC, SWEEP_JSON, load_best, resolve_device
 
     cache = FeatureCache(args.cache)
     sweep_dir = args.sweep or osp.join(cache.root, 'sweep')
@@ -317,19 +240,35 @@ def cmd_eval(args):
         print(f"\nnot in the cache: {', '.join(VARIANTS[n].title for n in missing)}"
               + (' (ReaL needs real.json next to the val split at extract time)' if 'real' in missing else ''))
     json_path = osp.join(out, 'eval.json')
+    select_on = (summary or {}).get('select_on', 'holdout' if summary is not None else None)
+    if select_on == 'val':
+        print(f'\nthe probe was {OPTIMISTIC} (chosen on the number reported above)')
+    encoder = describe_identity(cache.identity, osp.basename(cache.root).rsplit('-', 1)[0])
     write_json(json_path, rows, dict(classifier=source, cache=cache.root, feature=clf.spec,
-                                     lr=None if clf.lr != clf.lr else clf.lr, recipe_checks=checks))
+                                     lr=None if clf.lr != clf.lr else clf.lr, recipe_checks=checks, encoder=encoder,
+                                     select_on=select_on, optimistic=select_on == 'val'))
     print(f'\nsaved: {json_path}')
     if summary is not None:
         print(f"saved: {plot_lr_curves(summary, osp.join(out, 'accuracy_vs_lr.png'))}")
 
 
+# ------------------------------------------------------------------- compare
+def cmd_compare(args):
+    from internvit_dense.linear_probe.compare import compare, format_compare_table, plot_compare
+
+    try:
+        rows = compare(args.results, args.names)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(str(e))
+    print(format_compare_table(rows, paper=not args.no_paper))
+    print(f'\nsaved: {plot_compare(rows, args.plot)}')
+
+
 def main(argv=None):
+    from internvit_dense.engine.cli import setup_entry_point
+    setup_entry_point()
     args = parse_args(argv)
-    if args.command in ('extract', 'sweep'):
-        from internvit_dense.engine.launch import keep_freed_memory_on_cpu
-        keep_freed_memory_on_cpu()
-    dict(extract=cmd_extract, sweep=cmd_sweep, eval=cmd_eval)[args.command](args)
+    dict(extract=cmd_extract, sweep=cmd_sweep, eval=cmd_eval, compare=cmd_compare)[args.command](args)
 
 
 if __name__ == '__main__':

@@ -6,14 +6,14 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without install
 
-from internvit_dense.engine.launch import add_common_args, allow_full_checkpoint_loading, \
-    keep_freed_memory_on_cpu, load_config  # noqa: E402
+from internvit_dense.engine.cli import add_common_args, load_config, setup_entry_point  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (and evaluate) a checkpoint')
     add_common_args(parser)
-    parser.add_argument('checkpoint', help='checkpoint file (a training checkpoint or a consolidated state dict)')
+    parser.add_argument('checkpoint', help='checkpoint file (a training checkpoint, a consolidated state dict, or one of '
+                        "InternVL's released task checkpoints as it is)")
     parser.add_argument('--show-dir', help='write prediction overlays (PNG) into this folder')
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds each shown prediction stays')
@@ -81,9 +81,8 @@ def overlay_summary(show_dir: str) -> str:
 
 
 def main(argv=None):
+    setup_entry_point()
     args = parse_args(argv)
-    allow_full_checkpoint_loading()
-    keep_freed_memory_on_cpu()
     cfg = load_config(args)
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'checkpoint not found: {args.checkpoint}')

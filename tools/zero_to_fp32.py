@@ -57,8 +57,8 @@ def consolidate(checkpoint: str) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
-    from internvit_dense.engine.launch import allow_full_checkpoint_loading
-    allow_full_checkpoint_loading()
+    from internvit_dense.engine.cli import setup_entry_point
+    setup_entry_point()
     if not osp.isdir(args.checkpoint):
         hint = ' (already a single file: tools/test.py takes it as it is)' if osp.isfile(args.checkpoint) else ''
         raise SystemExit(f'{args.checkpoint} is not a DeepSpeed checkpoint folder{hint}')

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import os.path as osp
+import pickle
+import types
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
@@ -24,18 +26,71 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit the model."""
 
 
+class _Missing(dict):
+    """Stands in for an object whose class this environment cannot import (InternVL's classification
+    checkpoints pickle their yacs ``CfgNode`` config beside the weights): keeps its items and state."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def __setstate__(self, state):
+        self.__dict__['state'] = state
+
+
+class _TolerantUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            return type(name, (_Missing,), {'__module__': module})
+
+
+# what torch.load wants as its pickle_module: an Unpickler and a load
+_tolerant_pickle = types.SimpleNamespace(Unpickler=_TolerantUnpickler, load=pickle.load, __name__='tolerant_pickle')
+
+
 def torch_load(path: str | os.PathLike):
     """``torch.load`` of a trusted checkpoint, memory-mapped so a large file is paged in, not copied.
 
     Checkpoints are trusted input, as in mmengine (``weights_only=False``: training checkpoints
     carry mmengine objects). Files in the pre-1.6 (non-zip) format cannot be mapped: read plainly.
+    Objects of classes this environment lacks become plain dicts instead of failing the load. A file
+    torch cannot read is a :class:`CheckpointError` that names it, says what it looks like and what to do.
     """
+    path = str(path)
+    if osp.isfile(path) and osp.getsize(path) == 0:
+        raise CheckpointError(f'checkpoint {path} is empty (0 bytes): an interrupted download or save; '
+                              'download or save it again')
     try:
-        return torch.load(path, map_location='cpu', mmap=True, weights_only=False)
-    except RuntimeError as e:
-        if 'mmap' not in str(e):
-            raise
-        return torch.load(path, map_location='cpu', weights_only=False)
+        try:
+            return torch.load(path, map_location='cpu', mmap=True, weights_only=False, pickle_module=_tolerant_pickle)
+        except RuntimeError as e:
+            if 'mmap' not in str(e):
+                raise
+            return torch.load(path, map_location='cpu', weights_only=False, pickle_module=_tolerant_pickle)
+    except FileNotFoundError:
+        raise CheckpointError(f'checkpoint not found: {path}') from None
+    except Exception as e:  # corrupt, truncated and foreign files surface as many different errors
+        raise CheckpointError(damaged_file_message(path, e)) from e
+
+
+def damaged_file_message(path: str, error: BaseException) -> str:
+    """What a file torch cannot read looks like, from its first bytes, and what to do."""
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(64)
+    except OSError:
+        head = b''
+    if head.startswith(b'PK\x03\x04'):
+        what = 'a zip archive as PyTorch writes, but damaged or cut short (an interrupted download or save?)'
+    elif head[:1] == b'\x80':
+        what = 'a pickle in the pre-1.6 PyTorch format, but damaged or cut short'
+    elif head.lstrip()[:1] in (b'<', b'{'):
+        what = 'a text file (an HTML error page or JSON saved under a checkpoint name?)'
+    else:
+        what = 'not a PyTorch checkpoint (neither a zip archive nor a pickle)'
+    return (f'cannot read checkpoint {path}: {what} [{type(error).__name__}: {error}]. '
+            'Download or save it again, or point to the right file.')
 
 
 def unwrap_state_dict(obj, path: str) -> Dict[str, torch.Tensor]:

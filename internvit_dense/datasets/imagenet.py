@@ -26,12 +26,11 @@ import json
 import os
 import os.path as osp
 import re
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmengine.dataset import BaseDataset
 from mmengine.registry import DATASETS
-
-from internvit_dense.linear_probe.variants import REAL_JSON_CANDIDATES, TRAIN_ANN, TRAIN_PATH, VARIANTS
 
 IMG_EXTENSIONS = ('.jpeg', '.jpg', '.png', '.bmp', '.webp')
 WNID_RE = re.compile(r'^n\d{8}$')
@@ -39,6 +38,38 @@ VAL_NUMBER_RE = re.compile(r'ILSVRC2012_val_(\d+)')
 
 DATA_HELP = ('see internvit_dense/datasets/imagenet.py for the layouts, or write the small synthetic set: '
              'python tools/generate_synthetic_imagenet.py --root DIR')
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An evaluation set, where it lives by default and how it is scored
+    (see :mod:`internvit_dense.linear_probe.scoring`).
+
+    ``rule``: ``top1`` over all classes; ``subset``: logits restricted to the classes the
+    set contains (ImageNet-A/-R); ``real``: correct if the prediction is in the image's
+    ReaL label set, images without labels skipped.
+    """
+    name: str
+    title: str
+    path: str  # default folder, relative to the data root
+    rule: str
+    ann_file: Optional[str] = None  # used when ``path`` has no class folders
+    paper_6b: Optional[float] = None  # InternViT-6B linear probe in the InternVL paper (top-1 %)
+
+
+TRAIN_PATH, TRAIN_ANN = 'imagenet-1k/train', 'imagenet-1k/meta/train.txt'
+REAL_JSON_CANDIDATES = ('imagenet-1k/real.json', 'imagenet-real/real.json', 'real.json')
+VARIANTS: Dict[str, Variant] = {v.name: v for v in (
+    Variant('in1k', 'ImageNet-1k val', 'imagenet-1k/val', 'top1', 'imagenet-1k/meta/val.txt', 88.2),
+    Variant('real', 'ImageNet-ReaL', 'imagenet-1k/val', 'real', 'imagenet-1k/meta/val.txt', 90.4),
+    Variant('v2', 'ImageNet-V2', 'imagenetv2', 'top1', None, 79.9),
+    Variant('a', 'ImageNet-A', 'imagenet-a', 'subset', None, 77.5),
+    Variant('r', 'ImageNet-R', 'imagenet-r', 'subset', None, 89.8),
+    Variant('sketch', 'ImageNet-Sketch', 'imagenet-sketch', 'top1', None, 69.1),
+)}
+# The split of a linear-probe feature cache that holds each variant's features (ReaL re-scores the val split).
+CACHE_SPLIT = {name: ('in1k' if name == 'real' else name) for name in VARIANTS}
+
 
 
 # ------------------------------------------------------------------ folders

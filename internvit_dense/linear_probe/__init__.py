@@ -6,7 +6,7 @@
 from .cache import CacheError, FeatureCache, SplitFeatures, checkpoint_identity
 from .grid import DEFAULT_LRS, RECIPE_SPEC, FeatureSpec, LinearGrid, ProbeClassifier, train_grid
 from .scoring import Score, score
-from .variants import VARIANTS, Variant
+from internvit_dense.datasets.imagenet import VARIANTS, Variant
 
 __all__ = ['CacheError', 'FeatureCache', 'SplitFeatures', 'checkpoint_identity', 'DEFAULT_LRS', 'RECIPE_SPEC',
            'FeatureSpec', 'LinearGrid', 'ProbeClassifier', 'train_grid', 'Score', 'score',

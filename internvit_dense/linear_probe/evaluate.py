@@ -1,7 +1,6 @@
 """Scoring one probe on every variant in the cache: the table, its JSON, the accuracy-vs-lr plot."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import os.path as osp
@@ -10,10 +9,10 @@ from typing import List, Optional
 import torch
 
 from . import scoring
-from .cache import FeatureCache
+from .cache import FeatureCache, _write_json_atomic
 from .grid import ProbeClassifier, classifier_logits
 from .sweep import lr_curve
-from .variants import CACHE_SPLIT, VARIANTS
+from internvit_dense.datasets.imagenet import CACHE_SPLIT, VARIANTS
 
 ORDER = ('in1k', 'real', 'v2', 'a', 'r', 'sketch')
 
@@ -70,8 +69,7 @@ def _pct(v: float) -> str:
 def write_json(path: str, rows: List[dict], extra: dict) -> None:
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
-    with open(path, 'w') as f:
-        json.dump(dict(extra, results=clean), f, indent=1)
+    _write_json_atomic(path, dict(extra, results=clean))
 
 
 def plot_lr_curves(summary: dict, path: str) -> str:

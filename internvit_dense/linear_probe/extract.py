@@ -1,4 +1,9 @@
-"""Running the frozen backbone over a split once and filling the feature cache.
+"""Running the frozen backbone over the splits once and filling the feature cache.
+
+:func:`run_extract` is ``tools/linear_probe.py extract``: it builds the encoder (our
+InternViT, a timm model or a Hugging Face model, see
+:mod:`internvit_dense.models.backbones.library_encoders`), finds the splits under a data
+root and fills one cache per (encoder, weights, input size, blocks).
 
 Images go through the same mmcv pipelines as the training config (BGR uint8, then
 normalised on the device like ``ImgDataPreprocessor(bgr_to_rgb=True)``). Augmented
@@ -7,7 +12,10 @@ worker, batch or run produces it: a resumed extraction equals an uninterrupted o
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+import json
+import os.path as osp
+import time
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -17,7 +25,14 @@ from torch.utils.data import DataLoader, Dataset
 from internvit_dense.datasets.imagenet_transforms import IMAGENET_MEAN, IMAGENET_STD
 from internvit_dense.models.classifiers.linear_probe import block_tokens
 
-from .cache import FeatureCache, Key
+from .cache import FeatureCache, Key, checkpoint_identity
+
+EXTRACT_SPLITS = ('train', 'in1k', 'v2', 'sketch', 'a', 'r')  # cache split names; ReaL rides on in1k
+PRECISION_DTYPES = dict(fp32=torch.float32, bf16=torch.bfloat16, fp16=torch.float16)
+
+
+class ExtractError(ValueError):
+    """A request extract cannot serve (missing data, unknown split, bad blocks); the message says what to fix."""
 
 
 def eval_pipeline(img_size: int, resize_size: Optional[int] = None) -> List[dict]:
@@ -132,3 +147,180 @@ def _progress(enabled: bool, **kwargs):
         return None
     from tqdm import tqdm
     return tqdm(unit='img', dynamic_ncols=True, **kwargs)
+
+
+# ------------------------------------------------------------------ the command
+def build_encoder(encoder: str = 'internvit', checkpoint: Optional[str] = None, arch=None, img_size: int = 224,
+                  patch_size: Optional[int] = None, pretrain_size: Optional[int] = None, random_init: bool = False,
+                  seed: int = 0, model_kwargs: Optional[dict] = None,
+                  dtype: Optional[torch.dtype] = None) -> Tuple[torch.nn.Module, dict, str]:
+    """(frozen encoder in eval mode, its cache identity, a default cache name).
+
+    ``encoder``: ``'internvit'`` (``checkpoint`` in any supported format, ``arch`` needed for a
+    ``.pth`` or ``random_init``), ``'timm:NAME'`` (``checkpoint`` a local weights file) or
+    ``'hf:DIR'`` (a local transformers folder). ``model_kwargs``: more arguments for
+    ``timm.create_model`` (a timm encoder only).
+    """
+    from internvit_dense.models.backbones import InternViT
+    from internvit_dense.models.backbones.library_encoders import HFEncoder, TimmEncoder, parse_encoder
+
+    kind, name = parse_encoder(encoder)
+    if isinstance(arch, str) and arch.strip().startswith('{'):
+        arch = json.loads(arch)
+    if model_kwargs and kind != 'timm':
+        raise ExtractError('--model-kwargs are arguments of timm.create_model: timm:NAME encoders only')
+    if kind != 'internvit' and (arch or patch_size or pretrain_size):
+        raise ExtractError('--arch, --patch-size and --pretrain-size describe an InternViT; '
+                           f'{encoder} takes its architecture from timm / its config.json')
+    if kind == 'hf':
+        if checkpoint or random_init:
+            raise ExtractError('hf:DIR is the weights: no --checkpoint / --random-init')
+        model = HFEncoder(name, frozen=True)
+        ident = dict(encoder=model.identity(), checkpoint=checkpoint_identity(name))
+        return model.eval(), ident, osp.basename(osp.normpath(name))
+    if kind == 'timm':
+        if not checkpoint and not random_init:
+            raise ExtractError(f'{encoder}: pass --checkpoint FILE (local weights; timm would otherwise download '
+                               'them from the Hugging Face hub, which this tool never does) or --random-init')
+        torch.manual_seed(seed)
+        model = TimmEncoder(name, checkpoint=checkpoint, frozen=True, model_kwargs=model_kwargs)
+        model.init_weights()
+        ident = dict(encoder=model.identity(), checkpoint=(dict(kind='random', seed=seed) if random_init
+                                                           else checkpoint_identity(checkpoint)))
+        return model.eval(), ident, name.split('.')[0] if random_init else osp.splitext(osp.basename(checkpoint))[0]
+
+    # an InternViT is built in the run's dtype straight from the checkpoint (on meta: no fp32 copy first)
+    kwargs = dict(img_size=img_size, frozen=True, dtype=dtype)
+    if patch_size:
+        kwargs['patch_size'] = patch_size
+    if pretrain_size:
+        kwargs['pretrain_size'] = pretrain_size
+    if random_init:
+        if arch is None:
+            raise ExtractError('--random-init needs --arch')
+        torch.manual_seed(seed)
+        model = InternViT(arch=arch, **kwargs)
+    else:
+        if not checkpoint:
+            raise ExtractError('InternViT: pass --checkpoint (weights in any supported format) or --random-init')
+        if arch is not None:
+            kwargs['arch'] = arch
+        model = InternViT.from_pretrained(checkpoint, **kwargs)
+    # InternViT caches keep the identity they had before other encoders existed (no 'encoder' entry).
+    ident = dict(checkpoint=(dict(kind='random', seed=seed) if random_init else checkpoint_identity(checkpoint)),
+                 arch=model.arch, patch_size=model.patch_size, pretrain_size=model.pretrain_size)
+    name = 'random' if random_init else osp.splitext(osp.basename(osp.normpath(checkpoint)))[0]
+    return model.eval(), ident, name
+
+
+def parse_blocks(text: Optional[str], depth: int) -> List[int]:
+    """``'lastN'`` or comma-separated block indices (negative from the end); default: the last 4."""
+    if text is None:
+        text = f'last{min(4, depth)}'
+    if text.startswith('last'):
+        n = int(text[4:])
+        if not 1 <= n <= depth:
+            raise ExtractError(f'--blocks {text}: the backbone has {depth} blocks')
+        return list(range(depth - n, depth))
+    return sorted({int(b) % depth for b in text.split(',')})
+
+
+def find_splits(data_root: str, splits: Optional[Sequence[str]] = None, overrides: Optional[Dict[str, str]] = None
+                ) -> Tuple[Dict[str, Tuple[str, Optional[str]]], List[Tuple[str, str]]]:
+    """({split: (folder, ann_file or None)} of the splits asked for / present, [(split, folder) missing])."""
+    from internvit_dense.datasets.imagenet import TRAIN_ANN, TRAIN_PATH, VARIANTS, class_folders, resolve_class_root
+
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - set(EXTRACT_SPLITS)
+    if unknown:
+        raise ExtractError(f'--path: unknown split(s) {sorted(unknown)}; splits are {",".join(EXTRACT_SPLITS)}')
+    found, missing = {}, []
+    for split in splits or EXTRACT_SPLITS:
+        if split not in EXTRACT_SPLITS:
+            raise ExtractError(f'unknown split {split!r}; splits are {",".join(EXTRACT_SPLITS)} (ReaL uses in1k)')
+        rel, ann = (TRAIN_PATH, TRAIN_ANN) if split == 'train' else (VARIANTS[split].path, VARIANTS[split].ann_file)
+        folder = overrides.get(split, osp.join(data_root, rel))
+        ann = osp.join(data_root, ann) if ann else None
+        if class_folders(resolve_class_root(folder)) or (ann and osp.isfile(ann) and osp.isdir(folder)):
+            found[split] = (folder, ann)
+        else:
+            missing.append((split, folder))
+    if splits and missing:
+        raise ExtractError('not found: ' + ', '.join(f'{s} ({f})' for s, f in missing))
+    return found, missing
+
+
+def run_extract(data_root: str, encoder: str = 'internvit', checkpoint: Optional[str] = None, arch=None,
+                random_init: bool = False, img_size: int = 224, resize_size: Optional[int] = None,
+                patch_size: Optional[int] = None, pretrain_size: Optional[int] = None,
+                model_kwargs: Optional[dict] = None, blocks: Optional[str] = None,
+                splits: Optional[Sequence[str]] = None, paths: Optional[Dict[str, str]] = None,
+                real_json: Optional[str] = None, train_views: int = 0, cache_root: str = 'work_dirs/linear_probe/cache',
+                name: Optional[str] = None, batch_size: int = 64, chunk_size: int = 1024, workers: int = 4,
+                device: Optional[str] = None, precision: Optional[str] = None, dtype: str = 'float16', seed: int = 0,
+                restart: bool = False, progress: bool = True, log=print) -> FeatureCache:
+    """Extracts every split asked for (or found) into the encoder's cache; resumable. Returns the cache.
+
+    Raises :class:`ExtractError` for a request that cannot be served; ``KeyboardInterrupt``
+    leaves the finished chunks in the cache (rerun to continue).
+    """
+    from internvit_dense.datasets.imagenet import (class_subset, find_real_json, list_split, real_labels_for,
+                                                   train_wnids)
+
+    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    precision = precision or ('bf16' if device.startswith('cuda') else 'fp32')
+    paths = dict(paths or {})
+    train_dir = paths.get('train')
+    wnids = train_wnids(data_root, train_path=osp.abspath(train_dir) if train_dir else None)
+    found, missing = find_splits(data_root, splits, paths)
+    if not found:
+        raise ExtractError(f'no split found under {data_root}; see internvit_dense/datasets/imagenet.py')
+
+    model, identity, default_name = build_encoder(encoder, checkpoint, arch, img_size, patch_size, pretrain_size,
+                                                  random_init, seed, model_kwargs, PRECISION_DTYPES[precision])
+    block_list = parse_blocks(blocks, model.depth)
+    model.to(device=device, dtype=PRECISION_DTYPES[precision])
+    identity.update(img_size=img_size, resize_size=resize_size or img_size, blocks=block_list, precision=precision,
+                    dtype=dtype)
+    cache = FeatureCache.for_identity(cache_root, identity, name or default_name)
+    log(f'feature cache: {cache.root}\n  encoder: {encoder if encoder != "internvit" else "InternViT"}, '
+        f'{model.depth} blocks x {model.embed_dims} dims, caching blocks {block_list} (cls + mean patch), '
+        f'{precision} on {device}, stored as {dtype}')
+    for split, folder in missing:
+        log(f'  {split}: not found at {folder}, skipped')
+
+    start = time.time()
+    computed = {}
+    for split, (folder, ann) in found.items():
+        items = list_split(folder, wnids, ann)
+        meta = dict(classes=wnids, variant=split, folder=osp.abspath(folder))
+        if split in ('a', 'r'):
+            meta['class_subset'] = class_subset(items)
+        if split == 'in1k':
+            real = find_real_json(data_root, real_json)
+            if real:
+                meta['real_labels'] = real_labels_for(items, real)
+                meta['real_json'] = osp.abspath(real)
+        augment = split == 'train' and train_views > 0
+        pipeline = train_pipeline(img_size) if augment else eval_pipeline(img_size, resize_size)
+        if restart and not cache.is_complete(split):
+            cache.drop_split(split)
+        before = len(cache.splits.get(split, {}).get('done', []))
+        try:
+            info = extract_split(cache, split, [p for p, _ in items], [lab for _, lab in items], model, pipeline,
+                                 views=train_views if augment else 1, seed=seed, batch_size=batch_size,
+                                 chunk_size=chunk_size, num_workers=workers, dtype=dtype, meta=meta,
+                                 progress=progress)
+        except KeyboardInterrupt:
+            info = cache.splits[split]
+            log(f'\ninterrupted: {split} has {len(info["done"])}/{info["num_chunks"]} chunks; '
+                'rerun the same command to finish without recomputing them')
+            raise
+        computed[split] = (info, len(info['done']) - before)
+
+    log(f'\nextraction finished in {time.time() - start:.1f} s: {cache.root}')
+    log(f"{'split':<8}{'images':>8}{'views':>7}{'chunks':>8}{'computed':>10}  status")
+    for split, (info, new) in computed.items():
+        status = 'complete' if info['complete'] else 'INCOMPLETE'
+        log(f"{split:<8}{info['num_images']:>8}{info['views']:>7}{info['num_chunks']:>8}{new:>10}  {status}")
+    return cache

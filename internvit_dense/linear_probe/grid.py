@@ -1,7 +1,7 @@
 """A grid of linear probes (learning rates x features) trained together in one pass over cached features.
 
-Every classifier of the grid is the recipe's head: BatchNorm without affine parameters
-(eps 1e-6) on its feature, then a linear layer initialised N(0, 0.01), trained with
+Every classifier of the grid is the recipe's head without the BatchNorm's scale and shift
+(which a linear layer after it absorbs: the same functions): BatchNorm (eps 1e-6) on its feature, then a linear layer initialised N(0, 0.01), trained with
 SGD (momentum 0.9, Nesterov, no weight decay), linear warm-up then cosine decay. The
 grid is exactly that many independent classifiers; what they share is work:
 
@@ -11,14 +11,17 @@ grid is exactly that many independent classifiers; what they share is work:
   the classifier;
 * the classifiers of one feature (one per learning rate) are one weight tensor
   (D, L, K): one GEMM computes all their logits, one GEMM all their gradients;
-* the learning rate is a vector in the (hand-written) SGD step.
+* one ``torch.optim.SGD`` steps them all, its learning rate driven by torch's schedulers
+  (linear warm-up, then cosine to 0, as DINOv2's linear evaluation). Each classifier's
+  own learning rate is a weight on its loss: SGD without weight decay is linear in the
+  gradient (momentum buffers included), so a loss scaled by ``lr_j`` under a learning
+  rate ``eta`` takes exactly the steps of the unscaled loss under ``lr_j * eta``.
 
-Each classifier's loss is its own batch mean, and the grid minimises their sum, so
-the gradient every classifier sees is the one it would see alone.
+Each classifier's loss is its own batch mean, so the gradient every classifier sees is
+the one it would see alone.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -66,12 +69,24 @@ def make_specs(n_lasts: Sequence[int] = (1, 4), avgpool: Sequence[bool] = (False
     return [FeatureSpec(n, p) for n in n_lasts for p in avgpool]
 
 
-def lr_factor(it: int, total: int, warmup: int) -> float:
-    """Linear warm-up to 1 over ``warmup`` iterations, then cosine to 0 at ``total``."""
-    if it < warmup:
-        return (it + 1) / warmup
-    span = max(total - warmup, 1)
-    return 0.5 * (1 + math.cos(math.pi * min(it - warmup, span) / span))
+def make_optimizer(grid: 'LinearGrid', batch_size: int, momentum: float = 0.9,
+                   nesterov: bool = True) -> torch.optim.SGD:
+    """SGD over every classifier of ``grid``, no weight decay; the base learning rate is the recipe's
+    linear scaling ``batch_size / 512`` (each classifier's own rate is its loss weight, see :meth:`LinearGrid.loss`)."""
+    return torch.optim.SGD(list(grid.weights) + list(grid.biases), lr=batch_size / BASE_BATCH, momentum=momentum,
+                           nesterov=nesterov, weight_decay=0.0)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, total: int, warmup: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per optimizer step: linear warm-up to the base rate over ``warmup`` steps (``(it + 1) / warmup``),
+    then cosine to 0 at ``total``."""
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+    cosine = CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=0.0)
+    if warmup <= 1:  # a one-step warm-up at the full rate is no warm-up
+        return cosine
+    linear = LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup - 1)
+    return SequentialLR(optimizer, [linear, cosine], milestones=[warmup])
 
 
 class LinearGrid(nn.Module):
@@ -103,7 +118,6 @@ class LinearGrid(nn.Module):
             nn.Parameter(torch.randn(len(ks) * dim, L, num_classes, generator=g) * init_std) for ks in self.spec_keys])
         self.biases = nn.ParameterList([nn.Parameter(torch.zeros(L, num_classes)) for _ in self.specs])
         self.register_buffer('lr_vector', torch.tensor(self.lrs))
-        self._momentum: Dict[int, torch.Tensor] = {}
 
     @staticmethod
     def _bn_name(key: Key, stat: str) -> str:
@@ -146,34 +160,17 @@ class LinearGrid(nn.Module):
         return logits
 
     # ------------------------------------------------------------------ train
-    def loss(self, logits: List[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """Sum over classifiers of each one's mean cross-entropy."""
-        total = 0
-        for out in logits:  # (B, L, K) -> cross_entropy over K with a target per (B, L)
+    def loss(self, logits: List[torch.Tensor], labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(sum over classifiers of ``lr_j`` x its mean cross-entropy, to backpropagate; the plain mean
+        cross-entropy of every classifier (specs * lrs,), to report)."""
+        per_clf = []
+        for out in logits:  # (B, L, K) -> cross_entropy over K with a target per (B, L), mean over B
             L = out.shape[1]
-            total = total + F.cross_entropy(out.permute(0, 2, 1), labels.view(-1, 1).expand(-1, L)) * L
-        return total
-
-    @torch.no_grad()
-    def step(self, factor: float, batch_size: int, momentum: float = 0.9, nesterov: bool = True) -> None:
-        """SGD (no weight decay) with learning rate ``lr * batch_size / 512 * factor`` per classifier."""
-        lr = self.lr_vector * (batch_size / BASE_BATCH * factor)
-        for i, p in enumerate(list(self.weights) + list(self.biases)):
-            if p.grad is None:
-                continue
-            g = p.grad
-            buf = self._momentum.get(i)
-            if buf is None:
-                buf = self._momentum[i] = g.clone()
-            else:
-                buf.mul_(momentum).add_(g)
-            # In place, and no temporaries: with many classifiers the weights are hundreds of MB and
-            # this update is memory-bound (3x faster than out-of-place). The gradient is dropped below.
-            d = g.add_(buf, alpha=momentum) if nesterov else buf
-            # The learning-rate axis is dim 1 of a weight (D, L, K) and dim 0 of a bias (L, K).
-            shape = (1, -1, 1) if p.dim() == 3 else (-1, 1)
-            p.addcmul_(d, lr.view(shape), value=-1)
-            p.grad = None
+            ce = F.cross_entropy(out.permute(0, 2, 1), labels.view(-1, 1).expand(-1, L), reduction='none')
+            per_clf.append(ce.mean(dim=0))
+        per_clf = torch.cat(per_clf)
+        weights = self.lr_vector.repeat(len(self.specs))
+        return (per_clf * weights).sum(), per_clf.detach()
 
     # ----------------------------------------------------------------- export
     def classifier(self, spec_index: int, lr_index: int) -> 'ProbeClassifier':
@@ -247,31 +244,38 @@ def feature_batches(source: SplitFeatures, images: np.ndarray, keys: Sequence[Ke
             yield {k: v[sl] for k, v in loaded.items()}, labels[sl], images[start + i:start + i + batch_size]
 
 
-def train_grid(grid: LinearGrid, source: SplitFeatures, images: np.ndarray, epochs: int = 10,
-               warmup_epochs: float = 1.0, batch_size: int = 1024, momentum: float = 0.9, nesterov: bool = True,
-               seed: int = 0, super_batch: int = 8192, progress: bool = True, desc: str = 'sweep') -> List[float]:
-    """Trains every classifier of ``grid`` on ``images`` of ``source``; returns the mean loss per epoch."""
+def train_grid(grid: LinearGrid, source: SplitFeatures, images: np.ndarray, steps: int, warmup_steps: int = 0,
+               batch_size: int = 1024, momentum: float = 0.9, nesterov: bool = True, seed: int = 0,
+               super_batch: int = 8192, progress: bool = True, desc: str = 'sweep') -> List[float]:
+    """Trains every classifier of ``grid`` on ``images`` of ``source`` for ``steps`` optimizer steps (epochs of
+    ``len(images) // batch_size`` steps, reshuffled each epoch, the last one cut short); returns the mean loss
+    per epoch."""
     device = grid.lr_vector.device
     bs = min(batch_size, len(images))
-    per_epoch = len(images) // bs
-    total, warmup = epochs * per_epoch, int(round(warmup_epochs * per_epoch))
+    optimizer = make_optimizer(grid, bs, momentum, nesterov)
+    scheduler = make_scheduler(optimizer, steps, warmup_steps)
     rng = np.random.default_rng(seed)
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=total, desc=f'{desc}: {grid.num_classifiers} classifiers', unit='it', dynamic_ncols=True)
-    it, history = 0, []
-    for epoch in range(epochs):
+        bar = tqdm(total=steps, desc=f'{desc}: {grid.num_classifiers} classifiers', unit='it', dynamic_ncols=True)
+    history, it, epoch = [], 0, 0
+    while it < steps:
         losses = []
         for arrays, labels, _ in feature_batches(source, images, grid.keys, bs, rng, super_batch, True, device):
-            loss = grid.loss(grid(arrays, train=True), labels)
-            loss.backward()
-            grid.step(lr_factor(it, total, warmup), bs, momentum, nesterov)
-            losses.append(loss.item() / grid.num_classifiers)
+            weighted, per_clf = grid.loss(grid(arrays, train=True), labels)
+            optimizer.zero_grad(set_to_none=True)
+            weighted.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(per_clf.mean().item())
             it += 1
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f'{losses[-1]:.3f}')
+            if it == steps:
+                break
+        epoch += 1
         history.append(float(np.mean(losses)) if losses else float('nan'))
     if bar is not None:
         bar.close()
@@ -316,18 +320,18 @@ def classifier_logits(clf: ProbeClassifier, source: SplitFeatures, batch_size: i
     return torch.cat(outs), torch.cat(labels)
 
 
-def stratified_holdout(labels: np.ndarray, fraction: float, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) image indices: ``fraction`` of each class held out (at least one
-    image of every class that has two or more)."""
+def stratified_holdout(labels: np.ndarray, fraction: float, seed: int = 0, min_per_class: int = 1
+                       ) -> Tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) image indices: ``fraction`` of each class held out, but at least ``min_per_class``
+    images of a class (never more than half of it), and never a class's last image."""
+    # Not sklearn's train_test_split(stratify=...): it splits each class proportionally and cannot keep a floor.
     rng = np.random.default_rng(seed)
     train, held = [], []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        k = int(round(fraction * len(idx)))
-        if len(idx) >= 2:
-            k = min(max(k, 1), len(idx) - 1)
-        else:
-            k = 0
+        n = len(idx)
+        k = max(int(round(fraction * n)), min(min_per_class, n // 2)) if n >= 2 else 0
+        k = min(k, n - 1) if n >= 2 else 0
         held.append(idx[:k])
         train.append(idx[k:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))

@@ -8,7 +8,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.registry import METRICS
 
 from . import scoring
-from .variants import VARIANTS
+from internvit_dense.datasets.imagenet import VARIANTS
 
 
 @METRICS.register_module()

@@ -2,39 +2,89 @@
 
 Selection is on a stratified held-out part of the training split by default, so the
 reported validation number was not used to choose (``select_on='val'`` selects on
-ImageNet-1k val instead, as DINOv2's evaluation does). The chosen classifier is the one
-trained in the sweep (on the training split minus the held-out part), not a retrained one.
-With augmented training views, held-out images are scored on their first view.
+ImageNet-1k val instead, as DINOv2's evaluation does; its numbers are then optimistic and
+labelled so). The chosen classifier is the one trained in the sweep (on the training split
+minus the held-out part), not a retrained one. With augmented training views, held-out
+images are scored on their first view.
+
+Defaults that hold at any data size (:func:`plan_schedule`): on ImageNet the recipe's
+schedule (batch 1024, 10 epochs, 1 warm-up epoch: 12,500 steps); on a small set the
+batch shrinks to the data and the epochs grow until the probes get ``min_steps``
+optimizer steps, as DINOv2's linear evaluation trains a fixed number of iterations
+whatever the data size. The held-out part keeps ``holdout_min_per_class`` images of
+every class however small the fraction.
 """
 from __future__ import annotations
 
-import json
+import math
 import os
 import os.path as osp
 import time
+import warnings
+from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
-from .cache import FeatureCache
+from .cache import FeatureCache, _write_json_atomic
 from .grid import (DEFAULT_LRS, LinearGrid, ProbeClassifier, evaluate_grid, make_specs, stratified_holdout,
                    train_grid)
 
 TRAIN_SPLIT, VAL_SPLIT = 'train', 'in1k'
 SWEEP_JSON, BEST_FILE = 'sweep.json', 'best_classifier.pth'
+MIN_STEPS = 1000  # optimizer steps the default schedule never goes below
+FEW_STEPS = 300  # below this a probe has rarely converged: warn
+MIN_BATCH = 16
+STEPS_PER_EPOCH_SMALL = 8  # on small sets the batch shrinks to 1/8 of the data (at least MIN_BATCH)
+HOLDOUT_MIN_PER_CLASS = 10
+OPTIMISTIC = 'selected on IN-1k val: optimistic'
+
+
+@dataclass
+class Schedule:
+    batch: int
+    steps_per_epoch: int
+    epochs: float
+    steps: int
+    warmup: int
+
+    def describe(self) -> str:
+        return (f'{self.steps} optimizer steps (batch {self.batch}, {self.steps_per_epoch} steps per epoch, '
+                f'{self.epochs:g} epochs), warm-up {self.warmup} steps')
+
+
+def plan_schedule(num_images: int, batch_size: int = 1024, epochs: float = 10, warmup_epochs: float = 1.0,
+                  min_steps: int = MIN_STEPS, steps: Optional[int] = None) -> Schedule:
+    """The sweep's schedule for ``num_images`` training images; see the module docstring.
+
+    ``steps`` sets the number of optimizer steps outright (the batch still shrinks to small data).
+    The warm-up is the same fraction of the schedule as ``warmup_epochs`` of ``epochs``.
+    """
+    if num_images < 1:
+        raise ValueError('no training images')
+    batch = min(batch_size, max(MIN_BATCH, num_images // STEPS_PER_EPOCH_SMALL), num_images)
+    per_epoch = num_images // batch
+    total = steps if steps else max(int(math.ceil(epochs * per_epoch)), min_steps)
+    warmup = int(round(total * warmup_epochs / epochs)) if epochs else 0
+    return Schedule(batch, per_epoch, round(total / per_epoch, 2), int(total), warmup)
 
 
 def run_sweep(cache: FeatureCache, out_dir: str, lrs: Sequence[float] = DEFAULT_LRS,
-              n_lasts: Sequence[int] = (1, 4), avgpool: Sequence[bool] = (False, True), epochs: int = 10,
-              warmup_epochs: float = 1.0, batch_size: int = 1024, holdout: float = 0.02, select_on: str = 'holdout',
-              momentum: float = 0.9, seed: int = 0, device: str = 'cpu', precision: str = 'fp32',
-              progress: bool = True, log=print) -> dict:
+              n_lasts: Sequence[int] = (1, 4), avgpool: Sequence[bool] = (False, True), epochs: float = 10,
+              warmup_epochs: float = 1.0, batch_size: int = 1024, holdout: float = 0.02,
+              holdout_min_per_class: int = HOLDOUT_MIN_PER_CLASS, select_on: str = 'holdout',
+              min_steps: int = MIN_STEPS, steps: Optional[int] = None, momentum: float = 0.9, seed: int = 0,
+              device: str = 'cpu', precision: str = 'fp32', progress: bool = True, log=print) -> dict:
     """Trains ``len(lrs) x len(n_lasts) x len(avgpool)`` probes in one pass; writes ``sweep.json``
     and ``best_classifier.pth`` into ``out_dir`` and returns the summary."""
     if select_on not in ('holdout', 'val'):
         raise ValueError(f"select_on must be 'holdout' or 'val', got {select_on!r}")
-    specs = make_specs(n_lasts, avgpool)
+    usable = sorted({min(n, len(cache.blocks)) for n in n_lasts})
+    if usable != sorted(set(n_lasts)):
+        log(f'sweep: the cache holds {len(cache.blocks)} blocks {cache.blocks}: last {list(n_lasts)} blocks '
+            f'become last {usable}')
+    specs = make_specs(usable, avgpool)
     start = time.time()
     train = cache.load(TRAIN_SPLIT)
     classes = train.meta.get('classes') or sorted(set(train.labels.tolist()))
@@ -44,17 +94,31 @@ def run_sweep(cache: FeatureCache, out_dir: str, lrs: Sequence[float] = DEFAULT_
             raise ValueError(f"select_on='val' needs the {VAL_SPLIT!r} split in the cache")
         fit, held = np.arange(train.num_images), np.array([], dtype=np.int64)
     else:
-        fit, held = stratified_holdout(train.labels, holdout, seed)
+        fit, held = stratified_holdout(train.labels, holdout, seed, holdout_min_per_class)
         if not len(held):
             raise ValueError(f'holdout={holdout} leaves no held-out image; use a larger fraction or select_on=val')
+    schedule = plan_schedule(len(fit), batch_size, epochs, warmup_epochs, min_steps, steps)
 
     dev = torch.device(device)
     grid = LinearGrid(specs, lrs, cache.blocks, train.arrays[('cls', cache.blocks[-1])].shape[1], len(classes),
                       seed=seed, precision=precision).to(dev)
     log(f'sweep: {grid.num_classifiers} classifiers ({len(specs)} features x {len(lrs)} learning rates) on '
-        f'{len(fit)} training images ({train.views} view(s) each), {len(held)} held out, {epochs} epochs, '
-        f'batch {min(batch_size, len(fit))}, {precision} GEMMs on {dev}')
-    losses = train_grid(grid, train, fit, epochs, warmup_epochs, batch_size, momentum, seed=seed, progress=progress)
+        f'{len(fit)} training images ({train.views} view(s) each), {precision} GEMMs on {dev}')
+    log(f'  schedule: {schedule.describe()}')
+    if len(held):
+        per_class = np.bincount(train.labels[held])
+        per_class = per_class[per_class > 0]
+        log(f'  selection: on {len(held)} held-out training images ({per_class.min()}-{per_class.max()} per class, '
+            f'{len(per_class)} classes)')
+    else:
+        log(f'  selection: on IN-1k val ({OPTIMISTIC}: the reported val number chose the probe)')
+    if schedule.steps < FEW_STEPS:
+        msg = (f'only {schedule.steps} optimizer steps: probes rarely converge in fewer than {FEW_STEPS}; '
+               'raise --steps / --min-steps or --epochs')
+        warnings.warn(msg)
+        log(f'  WARNING: {msg}')
+    losses = train_grid(grid, train, fit, schedule.steps, schedule.warmup, schedule.batch, momentum, seed=seed,
+                        progress=progress)
     train_seconds = time.time() - start
 
     acc = {}
@@ -69,23 +133,24 @@ def run_sweep(cache: FeatureCache, out_dir: str, lrs: Sequence[float] = DEFAULT_
     results = []
     for s, spec in enumerate(specs):
         for j, lr in enumerate(lrs):
-            results.append(dict(feature=spec.name, lr=lr, lr_scaled=lr * min(batch_size, len(fit)) / 512,
+            results.append(dict(feature=spec.name, lr=lr, lr_scaled=lr * schedule.batch / 512,
                                 **{name: float(a[s, j]) for name, a in acc.items()}))
     best = dict(results[s_best * len(lrs) + l_best])
     summary = dict(cache=cache.root, cache_key=cache.manifest['key'], blocks=cache.blocks, classes=list(classes),
-                   select_on=select_on, holdout_fraction=holdout if select_on == 'holdout' else 0.0,
-                   num_fit=int(len(fit)), num_holdout=int(len(held)), epochs=epochs, warmup_epochs=warmup_epochs,
-                   batch_size=min(batch_size, len(fit)), momentum=momentum, seed=seed, precision=precision,
-                   losses=losses,
+                   select_on=select_on, optimistic=select_on == 'val',
+                   holdout_fraction=holdout if select_on == 'holdout' else 0.0,
+                   holdout_min_per_class=holdout_min_per_class if select_on == 'holdout' else 0,
+                   num_fit=int(len(fit)), num_holdout=int(len(held)), schedule=asdict(schedule),
+                   epochs=schedule.epochs, warmup_steps=schedule.warmup, steps=schedule.steps,
+                   batch_size=schedule.batch, momentum=momentum, seed=seed, precision=precision, losses=losses,
                    train_seconds=round(train_seconds, 2), num_classifiers=grid.num_classifiers,
                    results=results, best=best)
 
     os.makedirs(out_dir, exist_ok=True)
     clf = grid.classifier(int(s_best), int(l_best))
     torch.save(dict(classifier=clf.state(), cache_key=cache.manifest['key'], classes=list(classes),
-                    blocks=cache.blocks, selected=best), osp.join(out_dir, BEST_FILE))
-    with open(osp.join(out_dir, SWEEP_JSON), 'w') as f:
-        json.dump(summary, f, indent=1)
+                    blocks=cache.blocks, selected=best, select_on=select_on), osp.join(out_dir, BEST_FILE))
+    _write_json_atomic(osp.join(out_dir, SWEEP_JSON), summary)
     return summary
 
 
@@ -100,7 +165,8 @@ def load_best(sweep_dir: str) -> tuple:
 
 def format_sweep_table(summary: dict, best_only_mark: str = '*') -> str:
     metrics = [m for m in ('holdout', 'val') if m in summary['results'][0]]
-    lines = [f"{'feature':<16}{'lr/512':>9}{'lr':>9}" + ''.join(f'{m + " top-1":>15}' for m in metrics)]
+    lines = [f"{'feature':<16}{'lr/512':>9}{'lr':>9}" + ''.join(f'{m + " top-1":>15}' for m in metrics)
+             + (f'  ({OPTIMISTIC})' if summary.get('select_on') == 'val' else '')]
     best = summary['best']
     for r in summary['results']:
         mark = best_only_mark if (r['feature'], r['lr']) == (best['feature'], best['lr']) else ''
