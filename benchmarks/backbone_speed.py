@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.allocator == 'keep':
-        from internvit_dense.engine.launch import keep_freed_memory_on_cpu
+        from internvit_dense.engine.workarounds import keep_freed_memory_on_cpu
         keep_freed_memory_on_cpu()
     print(f'backbone speed: InternViT {args.arch}, {args.img_size}px, batch {args.batch}, {args.dtype}, '
           f'{args.threads} threads, allocator {args.allocator}', flush=True)

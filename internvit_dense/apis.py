@@ -6,20 +6,27 @@
     result = inference_model(model, 'image.jpg')      # SegDataSample: result.pred_sem_seg
 
 It is mmseg's ``init_model`` / mmdet's ``init_detector`` (the config's ``default_scope`` picks which)
-with two differences. The checkpoint is loaded strictly, so one that does not fit the config fails
-instead of leaving random weights. And it loads the checkpoints our training writes on torch >= 2.6,
-whose ``weights_only`` default refuses the objects mmengine stores beside the weights: the file is
-one the caller names, trusted as tools/test.py trusts it.
+with three differences. The model is built with its InternViT on the meta device and filled from the
+memory-mapped checkpoint in the config's dtype (``backbone=dict(dtype='bfloat16')``): the backbone is
+never randomly initialised and never held twice, so a 6B model loads in its own size of host memory
+(:func:`build_trained`, which tools/test.py uses too). The checkpoint is loaded strictly, so one that
+does not fit the config fails instead of leaving random weights. And it loads the checkpoints our
+training writes on torch >= 2.6, whose ``weights_only`` default refuses the objects mmengine stores
+beside the weights: the file is one the caller names, trusted as tools/test.py trusts it. InternVL's
+released task checkpoints load as they are too, into the config of their recipe (a file of another
+recipe is refused with the reason and the config to use).
 """
 import os
 import os.path as osp
 import warnings
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from mmengine.config import Config
-# the step of mmengine.runner.load_checkpoint after reading the file: state_dict key, module. prefix, load
-from mmengine.runner.checkpoint import _load_checkpoint_to_model
+from mmengine.registry import MODELS
+
+from internvit_dense.checkpoint import CheckpointError, fill_module, meta_tensors
+from internvit_dense.checkpoint.model_checkpoints import check_fits, log_loaded, read_model_checkpoint
 
 
 def init_model(config: Union[str, os.PathLike, Config], checkpoint: Optional[Union[str, os.PathLike]] = None,
@@ -40,42 +47,92 @@ def init_model(config: Union[str, os.PathLike, Config], checkpoint: Optional[Uni
         raise ValueError(f"init_model builds segmentation (default_scope='mmseg') and detection ('mmdet') models; "
                          f'this config has default_scope={scope!r} (linear probing: tools/test.py, '
                          'tools/linear_probe.py)')
-    state = _read_checkpoint(checkpoint) if checkpoint is not None else None
+    if checkpoint is None:
+        if scope == 'mmdet':
+            from mmdet.apis import init_detector
+            with warnings.catch_warnings():  # 'checkpoint is None, use COCO classes': the classes are set below
+                warnings.filterwarnings('ignore', message='checkpoint is None')
+                model = init_detector(config, checkpoint=None, device='cpu')
+        else:
+            from mmseg.apis import init_model as init_segmentor
+            model = init_segmentor(config, checkpoint=None, device='cpu')
+        model.dataset_meta = _test_set_metainfo(config)
+        return model.to(device).eval()
 
-    if scope == 'mmdet':
-        from mmdet.apis import init_detector
-        with warnings.catch_warnings():  # 'checkpoint is None, use COCO classes': the classes are set below
-            warnings.filterwarnings('ignore', message='checkpoint is None')
-            model = init_detector(config, checkpoint=None, device='cpu')
-    else:
-        from mmseg.apis import init_model as init_segmentor
-        model = init_segmentor(config, checkpoint=None, device='cpu')
-
-    meta = None
-    if state is not None:
-        try:
-            _load_checkpoint_to_model(model, state, strict=True)
-        except RuntimeError as e:
-            raise RuntimeError(f'checkpoint {checkpoint} does not fit the model of the config:\n{e}') from None
-        meta = state.get('meta', {}).get('dataset_meta')
+    # what mmseg's init_model / mmdet's init_detector do around the build
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import init_default_scope
+    init_default_scope(scope)
+    if scope == 'mmseg':
+        config.model.train_cfg = None
+    model, state = build_trained(config.model, checkpoint)
+    if device == 'cpu':
+        model = revert_sync_batchnorm(model)
+    model.cfg = config
+    meta = (state.get('meta') or {}).get('dataset_meta')
     model.dataset_meta = dict(meta) if meta else _test_set_metainfo(config)
     return model.to(device).eval()
 
 
-def _read_checkpoint(path: str) -> dict:
+def build_trained(model_cfg: dict, checkpoint: Union[str, os.PathLike]) -> Tuple[torch.nn.Module, dict]:
+    """The model of ``model_cfg`` filled from a training checkpoint (``iter_N.pth``: head + backbone, or a
+    consolidated state dict), and the checkpoint's other entries (``meta`` ...).
+
+    Every InternViT is built on the meta device (no random init, no memory) and takes the file's
+    tensors themselves where the dtype matches, else a per-tensor cast to the config's dtype; the
+    rest of the model (heads: small) is built as usual and copied into. Keys are checked strictly,
+    and a clear error names what does not fit. A backbone the checkpoint does not hold (head-only
+    linear-probe checkpoints) is filled from its own ``init_cfg`` checkpoint.
+    """
+    from internvit_dense.models.backbones.internvit import InternViT, backbones_on_meta
+
+    checkpoint = str(checkpoint)
+    _check_path(checkpoint)
+    # ours, or one of InternVL's released task checkpoints under our key names
+    ckpt = read_model_checkpoint(checkpoint)
+    if ckpt['source_format'] is None:
+        state = ckpt['raw']
+        sd = state['state_dict'] if isinstance(state.get('state_dict'), dict) else state
+    else:
+        state, sd = dict(meta=ckpt['meta']), ckpt['state_dict']
+    # as mmengine's loader: a DDP/DeepSpeed-wrapped model's keys start with 'module.'
+    sd = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()}
+    with backbones_on_meta():
+        model = MODELS.build(model_cfg)
+    check_fits(ckpt, model, checkpoint)  # an InternVL file of another recipe: refused with the reason
+    log_loaded(ckpt, checkpoint)
+    del ckpt  # the tensors now live in sd only: the model takes them from there
+    fill_module(model, sd, strict=True, source=checkpoint, allow_meta=True)
+    for m in model.modules():
+        if isinstance(m, InternViT) and m.pos_embed.is_meta:
+            if (m.init_cfg or {}).get('type') == 'Pretrained':
+                m.init_weights()  # a head-only checkpoint: the frozen backbone comes from its pretrained file
+    left = meta_tensors(model)
+    if left:
+        raise CheckpointError(f'{checkpoint} does not hold {len(left)} tensors of the model, e.g. {left[:6]}')
+    state.pop('state_dict', None)
+    return model, state
+
+
+TRAINED_MODEL = 'TrainedModel'
+
+
+@MODELS.register_module(name=TRAINED_MODEL, force=True)
+def _trained_model(model: dict, checkpoint: str, data_preprocessor: Optional[dict] = None) -> torch.nn.Module:
+    """``model=dict(type='TrainedModel', model=<the config's model>, checkpoint=...)``: what tools/test.py
+    hands mmengine's Runner, so that the Runner builds the model straight from the checkpoint."""
+    if data_preprocessor is not None:  # the Runner passes the config's top-level one on, as for any model
+        model = dict(model)
+        model.setdefault('data_preprocessor', data_preprocessor)
+    return build_trained(model, checkpoint)[0]
+
+
+def _check_path(path: str) -> None:
     if osp.isdir(path):
         raise IsADirectoryError(f'{path} is a folder (a DeepSpeed checkpoint?): make one file of it first with '
                                 f'python tools/zero_to_fp32.py {path}')
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
-    try:
-        # memory-mapped: a 6B checkpoint is read into the model's own memory, not into a second 24 GB copy
-        state = torch.load(path, map_location='cpu', weights_only=False, mmap=True)
-    except RuntimeError:  # the pre-1.6 (non-zip) format cannot be mapped
-        state = torch.load(path, map_location='cpu', weights_only=False)
-    if not isinstance(state, dict):
-        raise TypeError(f'{path} holds a {type(state).__name__}, not a state dict or a training checkpoint')
-    return state
 
 
 def _test_set_metainfo(config: Config) -> dict:

@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Frees a 16 MiB activation-sized tensor and reports by how much the process shrank (KiB).
 PROBE = r'''
 import os, sys, torch
-from internvit_dense.engine.launch import keep_freed_memory_on_cpu
+from internvit_dense.engine.workarounds import keep_freed_memory_on_cpu
 took = keep_freed_memory_on_cpu() if sys.argv[1] == 'keep' else False
 page_kib = os.sysconf('SC_PAGE_SIZE') // 1024
 rss = lambda: int(open('/proc/self/statm').read().split()[1]) * page_kib

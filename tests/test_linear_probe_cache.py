@@ -4,14 +4,14 @@ import os
 
 import numpy as np
 import pytest
-from conftest import tiny_vit
+from conftest import TINY_6B, tiny_vit
 
 from internvit_dense.datasets.imagenet import list_split, train_wnids
 from internvit_dense.datasets.synthetic_imagenet import generate_synthetic_imagenet
 from internvit_dense.linear_probe.cache import CacheError, FeatureCache, cache_key, checkpoint_identity
 from internvit_dense.linear_probe.extract import eval_pipeline, extract_split, train_pipeline
 
-ARCH = dict(embed_dims=32, depth=2, num_heads=2, mlp_dims=64)
+ARCH = dict(TINY_6B)  # the project's tiny architecture
 IMG = 28
 
 

@@ -3,7 +3,7 @@ import os
 
 import pytest
 import torch
-from conftest import tiny_vit
+from conftest import TINY_6B, tiny_vit
 from mmengine.config import Config
 from mmengine.registry import MODELS
 from mmengine.runner.checkpoint import load_state_dict
@@ -14,7 +14,7 @@ from internvit_dense.checkpoint import save_checkpoint
 from internvit_dense.models.classifiers import LinearProbeClassifier, block_tokens, count_trainable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARCH = dict(embed_dims=32, depth=2, num_heads=2, mlp_dims=64)
+ARCH = dict(TINY_6B)  # the project's tiny architecture
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -30,9 +30,10 @@ def test_6b_recipe_config():
     cfg = Config.fromfile(os.path.join(ROOT, 'configs/classification/internvit_6b_linear_probe_in1k.py'))
     with torch.device('meta'):  # the real 6B model, without allocating 24 GB
         model = MODELS.build(cfg.model)
-    assert count_trainable(model) == 6_401_000  # the Linear(6400 -> 1000) only
+    # InternVL's head: BatchNorm(6400) with scale and shift + Linear(6400 -> 1000)
+    assert count_trainable(model) == 6_400_000 + 1000 + 2 * 6400
     assert model.head.fc.in_features == 6400 and model.blocks == [47]
-    assert model.head.bn.eps == 1e-6 and not model.head.bn.affine
+    assert model.head.bn.eps == 1e-6 and model.head.bn.affine
     assert all(not p.requires_grad for p in model.backbone.parameters()) and model.backbone.frozen
     assert not model.save_backbone  # head-only checkpoints for a pretrained, frozen backbone
     opt = cfg.optim_wrapper
@@ -55,7 +56,7 @@ def test_feature_modes_and_frozen_backbone():
     x = torch.randn(4, 3, 28, 28)
     (p0, c0), (p1, c1) = model.backbone.get_intermediate_layers(x, n=2, return_class_token=True)
     torch.testing.assert_close(model.extract_feat(x), torch.cat([c0, c1, p1.mean(1)], 1))
-    assert [t[0].shape for t in block_tokens(model.backbone, x, [1])] == [(4, 32)]
+    assert [t[0].shape for t in block_tokens(model.backbone, x, [1])] == [(4, ARCH['embed_dims'])]
     samples = [BaseDataElement(gt_label=torch.tensor([i % 7])) for i in range(4)]
     model.train()
     assert not model.backbone.training  # frozen stays in eval mode
@@ -68,7 +69,7 @@ def test_feature_modes_and_frozen_backbone():
     assert preds[0].pred_score.shape == (7,) and torch.allclose(preds[0].pred_score.sum(), torch.tensor(1.0))
     assert model(x).shape == (4, 7)
     with pytest.raises(ValueError):
-        tiny_classifier(n_last_blocks=3)
+        tiny_classifier(n_last_blocks=ARCH['depth'] + 1)  # more blocks than the backbone has
     with pytest.raises(ValueError, match='Pretrained'):
         tiny_classifier(save_backbone=False)
 

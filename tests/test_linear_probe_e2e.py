@@ -6,12 +6,12 @@ import re
 
 import pytest
 import torch
-from conftest import ROOT, load_tool, tiny_vit
+from conftest import ROOT, TINY_6B, load_tool, tiny_vit
 
 from internvit_dense.checkpoint import save_checkpoint
 from internvit_dense.datasets.synthetic_imagenet import generate_synthetic_imagenet
 
-ARCH = dict(embed_dims=32, depth=2, num_heads=2, mlp_dims=64)
+ARCH = dict(TINY_6B)  # the project's tiny architecture
 NUM_CLASSES = 6
 ROW = re.compile(r'^(ImageNet-[\w-]+(?: val)?)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$', re.M)
 
@@ -94,10 +94,43 @@ def test_recipe_config_through_the_runner_agrees_with_the_cache(setup, capsys):
 
     setup['tool'].main(['eval', '--cache', setup['cache'], '--recipe-checkpoint', last, '--out', str(base / 'r')])
     out = capsys.readouterr().out
-    assert 'checked against the cache: architecture, blocks [1], 28 px crop, backbone weights (vit.pth)' in out
+    assert f"checked against the cache: architecture, blocks [{ARCH['depth'] - 1}], 28 px crop, backbone weights (vit.pth)" in out
     assert 'NOT VERIFIED' not in out
     cached_top1 = table(out)['ImageNet-1k val']['top1']
     print(f'IN-1k val top-1: runner {runner_top1:.2f}, cached features {cached_top1:.2f}')
     # Same images, same preprocessing, same head: the cached path scores what the runner scores.
     assert cached_top1 == pytest.approx(runner_top1, abs=100 / (NUM_CLASSES * 10) + 1e-6)
     assert runner_top1 > 100 / NUM_CLASSES
+
+
+def test_internvl_released_head_scores_through_test_py_and_the_cache(setup, capsys, monkeypatch):
+    """InternVL's intern_vit_6b_224px_head.pth layout ({'model': {norm.*, head.*}, 'config': yacs CfgNode, ...}),
+    as it is, through tools/test.py with the recipe config and through linear_probe.py eval --recipe-checkpoint."""
+    from internvl_reference import cls_head_keys, random_state, write_cls_head_file
+    base, data, ckpt = setup['base'], setup['data'], setup['ckpt']
+    head = random_state(cls_head_keys(ARCH['embed_dims'], NUM_CLASSES), seed=3)
+    path = base / 'intern_vit_6b_224px_head.pth'
+    write_cls_head_file(path, head, 28, ARCH['depth'], ARCH['embed_dims'], ARCH['num_heads'], ckpt, monkeypatch,
+                        mlp_ratio=ARCH['mlp_dims'] / ARCH['embed_dims'])
+    config = base / 'recipe_tiny_internvl.py'
+    config.write_text(
+        f"_base_ = ['{ROOT}/configs/classification/tiny/tiny_linear_probe_synthetic.py']\n"
+        "test_pipeline = [dict(type='LoadImageFromFile'), dict(type='ResizeShortEdge', size=28),\n"
+        "                 dict(type='CenterCrop', crop_size=28), dict(type='PackClsInputs')]\n"
+        f"model = dict(num_classes={NUM_CLASSES}, backbone=dict(arch=dict(_delete_=True, **{ARCH!r}), img_size=28,\n"
+        f"             pretrain_size=28, init_cfg=dict(_delete_=True, type='Pretrained', checkpoint='{ckpt}')))\n"
+        f"val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root='{data}', "
+        "pipeline=test_pipeline))\n"
+        "test_dataloader = val_dataloader\n"
+        "visualizer = dict(vis_backends=[dict(type='LocalVisBackend')])\n")
+    capsys.readouterr()
+    load_tool('test').main([str(config), str(path), '--work-dir', str(base / 'work_internvl')])
+    runner_top1 = float(re.search(r'accuracy/top1: ([\d.]+)', capsys.readouterr().out).group(1))
+
+    setup['tool'].main(['eval', '--cache', setup['cache'], '--recipe-checkpoint', str(path),
+                        '--out', str(base / 'r_internvl')])
+    out = capsys.readouterr().out
+    assert f"checked against the cache: architecture, blocks [{ARCH['depth'] - 1}], 28 px crop, backbone weights (vit.pth)" in out
+    cached_top1 = table(out)['ImageNet-1k val']['top1']
+    print(f"InternVL-layout head, IN-1k val top-1: runner {runner_top1:.2f}, cached features {cached_top1:.2f}")
+    assert cached_top1 == pytest.approx(runner_top1, abs=100 / (NUM_CLASSES * 10) + 1e-6)

@@ -2,7 +2,8 @@
 
     python tools/convert_checkpoint.py SRC DST --to {pth,opengvlab-hf,transformers} [--arch 6b]
 
-SRC may be any supported format (the format is detected); tensors keep their dtype.
+SRC may be any supported format (the format is detected); tensors keep their dtype. Tensors are
+streamed: a 6B checkpoint is converted shard by shard, never held whole.
 A ``.pth`` source carries no config, so ``--arch`` says which model it is when the
 target is a Hugging Face directory.
 """
@@ -13,8 +14,7 @@ import time
 
 import torch
 
-from internvit_dense.checkpoint import FORMATS, load_state_dict, read_config, save_checkpoint
-from internvit_dense.checkpoint.formats import arch_from_config
+from internvit_dense.checkpoint import FORMATS, open_checkpoint, write_checkpoint
 from internvit_dense.models.backbones import InternViT
 
 
@@ -30,7 +30,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('src')
     p.add_argument('dst')
-    p.add_argument('--to', choices=FORMATS, required=True, help='target format')
+    p.add_argument('--to', choices=list(FORMATS), required=True, help='target format')
     p.add_argument('--arch', help="'6b', '6b-448', '300m' or a JSON dict (needed for a .pth source)")
     p.add_argument('--patch-size', type=int)
     p.add_argument('--pretrain-size', type=int)
@@ -40,32 +40,44 @@ def main(argv=None):
 
     start = time.time()
     print(f'reading {args.src} ...', flush=True)
-    state_dict, fmt = load_state_dict(args.src)
-    cfg = read_config(args.src)
-    kwargs = arch_from_config(cfg)[0] if cfg else {}
+    reader = open_checkpoint(args.src)
+    kwargs = reader.arch() or {}
     if args.arch:
         kwargs['arch'] = json.loads(args.arch) if args.arch.lstrip().startswith('{') else args.arch
     if 'arch' not in kwargs:
         if args.to != 'pth':
             p.error('a .pth source carries no config: pass --arch')
-        kwargs['arch'] = dict(embed_dims=state_dict['cls_token'].shape[-1],
-                              depth=1 + max(int(k.split('.')[1]) for k in state_dict if k.startswith('blocks.')),
-                              num_heads=1)
+        kwargs['arch'] = None  # a .pth -> .pth copy: every backbone key is kept as it is
     for opt in ('patch_size', 'pretrain_size'):
         if getattr(args, opt):
             kwargs[opt] = getattr(args, opt)
-    with torch.device('meta'):  # only for the target's config.json and the key check
-        model = InternViT(**kwargs)
-    unknown = sorted(set(state_dict) - set(dict(model.named_parameters())))
-    for k in unknown:
-        state_dict.pop(k)
-    if unknown:
-        print(f'dropped {len(unknown)} keys that are not part of the backbone: {unknown[:5]}...')
-    save_checkpoint(model, args.dst, fmt=args.to, state_dict=state_dict, safetensors=not args.bin,
-                    max_shard_bytes=parse_size(args.shard_size) if args.shard_size else None)
-    n = sum(v.numel() for v in state_dict.values())
-    print(f'converted {len(state_dict)} tensors ({n / 1e6:.1f}M parameters) from {fmt} to {args.to}: '
+    names, arch = None, None
+    if kwargs['arch'] is not None:
+        with torch.device('meta'):  # only for the target's config.json and the key check
+            model = InternViT(**kwargs)
+        names, arch = set(dict(model.named_parameters())), model.arch_kwargs()
+    dropped, count = [], [0, 0]
+
+    def backbone_tensors():  # one at a time: a 6B checkpoint is converted holding one shard
+        for name, value in reader.tensors():
+            if names is not None and name not in names or names is None and not is_backbone_key(name):
+                dropped.append(name)
+                continue
+            count[0] += 1
+            count[1] += value.numel()
+            yield name, value
+
+    write_checkpoint(backbone_tensors(), args.dst, fmt=args.to, arch=arch, safetensors=not args.bin,
+                     max_shard_bytes=parse_size(args.shard_size) if args.shard_size else None)
+    dropped += reader.ignored
+    if dropped:
+        print(f'dropped {len(dropped)} keys that are not part of the backbone: {dropped[:5]}...')
+    print(f'converted {count[0]} tensors ({count[1] / 1e6:.1f}M parameters) from {reader.format.name} to {args.to}: '
           f'{args.dst} in {time.time() - start:.1f}s')
+
+
+def is_backbone_key(name: str) -> bool:
+    return name in ('cls_token', 'pos_embed') or name.startswith(('patch_embed.', 'blocks.'))
 
 
 if __name__ == '__main__':

@@ -266,10 +266,9 @@ def cmd_compare(args):
 
 
 def main(argv=None):
+    from internvit_dense.engine.cli import setup_entry_point
+    setup_entry_point()
     args = parse_args(argv)
-    if args.command in ('extract', 'sweep'):
-        from internvit_dense.engine.launch import keep_freed_memory_on_cpu
-        keep_freed_memory_on_cpu()
     dict(extract=cmd_extract, sweep=cmd_sweep, eval=cmd_eval, compare=cmd_compare)[args.command](args)
 
 

@@ -6,14 +6,14 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without install
 
-from internvit_dense.engine.launch import add_common_args, allow_full_checkpoint_loading, \
-    keep_freed_memory_on_cpu, load_config  # noqa: E402
+from internvit_dense.engine.cli import add_common_args, load_config, setup_entry_point  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (and evaluate) a checkpoint')
     add_common_args(parser)
-    parser.add_argument('checkpoint', help='checkpoint file (a training checkpoint or a consolidated state dict)')
+    parser.add_argument('checkpoint', help='checkpoint file (a training checkpoint, a consolidated state dict, or one of '
+                        "InternVL's released task checkpoints as it is)")
     parser.add_argument('--show-dir', help='write prediction overlays (PNG) into this folder')
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds each shown prediction stays')
@@ -81,14 +81,17 @@ def overlay_summary(show_dir: str) -> str:
 
 
 def main(argv=None):
+    setup_entry_point()
     args = parse_args(argv)
-    allow_full_checkpoint_loading()
-    keep_freed_memory_on_cpu()
     cfg = load_config(args)
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'checkpoint not found: {args.checkpoint}')
-    cfg.load_from = None  # loaded strictly below: a checkpoint that does not fit must not test random weights
+    cfg.load_from = None  # the model is built from the checkpoint, strictly: never random weights tested
     cfg.resume = False
+    from internvit_dense.apis import TRAINED_MODEL
+    # Built on the meta device and filled from the memory-mapped file in the config's dtype (a 6B model
+    # in its own size of memory); the Runner builds it through this registered builder.
+    cfg.model = dict(type=TRAINED_MODEL, model=cfg.model, checkpoint=args.checkpoint)
     # Testing needs no training set. Left in, mmseg's visualization hook (runner.iter) builds the training
     # loop and its data set, and --show-dir fails where only the validation images are.
     for key in ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler'):
@@ -109,10 +112,10 @@ def main(argv=None):
 
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    from internvit_dense.checkpoint import CheckpointError
     try:
-        runner.load_checkpoint(args.checkpoint, strict=True)
-    except RuntimeError as e:
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    except CheckpointError as e:
         raise SystemExit(f'checkpoint {args.checkpoint} does not fit the model of {args.config}:\n{e}') from None
     metrics = runner.test()
     tta = f' with test-time augmentation ({views} views per image merged)' if args.tta else ''

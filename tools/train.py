@@ -11,8 +11,7 @@ import sys
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout without install
 
-from internvit_dense.engine.launch import add_common_args, allow_full_checkpoint_loading, \
-    keep_freed_memory_on_cpu, load_config, resolve_resume, shutdown_distributed  # noqa: E402
+from internvit_dense.engine.cli import add_common_args, load_config, setup_entry_point  # noqa: E402
 
 DEEPSPEED_BASES = osp.join(ROOT, 'configs', '_base_', 'deepspeed')
 
@@ -31,13 +30,14 @@ def parse_args(argv=None):
                     help="DeepSpeed's precision (default: the config's, else fp32)")
     ds.add_argument('--deepspeed-offload', action='store_true',
                     help='keep the optimizer state in CPU memory (ZeRO-Offload)')
+    parser.add_argument('--no-memory-plan', action='store_true',
+                        help='on GPUs, do not stop a run that tools/memory_plan.py says cannot fit')
     return parser.parse_args(argv)
 
 
 def main(argv=None):
+    setup_entry_point()
     args = parse_args(argv)
-    allow_full_checkpoint_loading()
-    keep_freed_memory_on_cpu()
     cfg = load_config(args)
 
     from internvit_dense.engine import deepspeed as ds
@@ -56,26 +56,10 @@ def main(argv=None):
     except ValueError as e:
         raise SystemExit(f'{args.config}: {e}') from None
 
+    from internvit_dense.engine.training import train, use_amp
     if args.amp:
-        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper != 'AmpOptimWrapper':
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    resolve_resume(cfg, args.resume, deepspeed=deepspeed)
-
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import FlexibleRunner, Runner
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    elif deepspeed:
-        # runner_type stays out of the config (and of the copy saved in the work dir), so that
-        # tools/test.py evaluates with the plain Runner
-        runner = FlexibleRunner.from_cfg(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-    runner.train()
-    shutdown_distributed()
-    print(f'training finished: checkpoints and logs in {osp.abspath(cfg.work_dir)}')
+        use_amp(cfg)
+    train(cfg, args.config, args.resume, deepspeed, check_memory_plan=not args.no_memory_plan)
 
 
 if __name__ == '__main__':

@@ -32,9 +32,9 @@ def default_output(checkpoint: str) -> str:
 
 def consolidate(checkpoint: str) -> dict:
     """The mmengine checkpoint dict for a DeepSpeed checkpoint folder."""
-    import torch
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint, get_model_state_files
 
+    from internvit_dense.checkpoint import torch_load
     from internvit_dense.engine.deepspeed import check_zero_checkpoint
     check_zero_checkpoint(checkpoint)  # a folder with model states and optimizer shards, or a clear error
 
@@ -46,7 +46,7 @@ def consolidate(checkpoint: str) -> dict:
     # and the buffers in their own dtypes: DeepSpeed's helper returns every buffer as float,
     # integer counters (BatchNorm's num_batches_tracked) included.
     rank0 = sorted(get_model_state_files(checkpoint))[0]
-    saved = torch.load(rank0, map_location='cpu', mmap=True, weights_only=False)
+    saved = torch_load(rank0)
     for name, value in saved['module'].items():
         if name in state_dict and not value.is_floating_point():
             state_dict[name] = value.clone()
@@ -57,8 +57,8 @@ def consolidate(checkpoint: str) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
-    from internvit_dense.engine.launch import allow_full_checkpoint_loading
-    allow_full_checkpoint_loading()
+    from internvit_dense.engine.cli import setup_entry_point
+    setup_entry_point()
     if not osp.isdir(args.checkpoint):
         hint = ' (already a single file: tools/test.py takes it as it is)' if osp.isfile(args.checkpoint) else ''
         raise SystemExit(f'{args.checkpoint} is not a DeepSpeed checkpoint folder{hint}')

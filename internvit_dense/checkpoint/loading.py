@@ -1,261 +1,242 @@
-"""Reading and writing InternViT checkpoints in every released format, shard by shard.
+"""Reading checkpoints of every format as (our name, tensor) pairs, filling modules, writing checkpoints.
 
-A 6B model is 24 GB in fp32: loading must never hold a second copy. Sources are
-read one shard at a time (``.bin``/``.pth`` memory-mapped, safetensors lazily)
-and each tensor is copied into, or on a meta-device model assigned as, the
-parameter it belongs to.
+Reading is streamed: one tensor at a time leaves a file (safetensors read lazily, torch files
+memory-mapped), is renamed by its format and handed to the caller, who keeps it or drops it.
+Building a model from a checkpoint lives with the model (``InternViT.from_pretrained``); this
+module never imports one.
 """
 from __future__ import annotations
 
 import json
-import logging
 import os
 import os.path as osp
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-from mmengine.logging import print_log
-from timm.layers import resample_abs_pos_embed, resample_patch_embed
 
-from .formats import (FORMAT_OPENGVLAB_HF, FORMAT_PTH, FORMAT_TRANSFORMERS, KeyConverter, arch_from_config,
-                      config_for, convert_from_native, detect_format)
-
-WRAPPER_KEYS = ('module', 'state_dict', 'model')
+from .files import CheckpointError, ShardFile, all_keys, checkpoint_files, read_config
+from .formats import FORMAT_PTH, FORMATS, arch_from_config, detect_format, get_format
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or does not fit the model."""
+class CheckpointReader:
+    """A checkpoint of any format in :data:`~.formats.FORMATS`, opened but not yet read.
+
+    ``format`` / ``prefix`` say what it is; :meth:`tensors` yields its tensors under our names;
+    ``ignored`` lists (after :meth:`tensors` is exhausted) the keys outside the prefix, e.g. a chat
+    model's language model; :meth:`arch` is the architecture its config.json describes.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], prefix: Optional[str] = None):
+        self.path = str(path)
+        self.files = checkpoint_files(self.path)
+        self._first = ShardFile(self.files[0])
+        try:
+            fmt, detected = detect_format(all_keys(self.path, self.files, self._first))
+        except ValueError as e:
+            raise CheckpointError(f'{self.path}: {e}') from e
+        self.format = get_format(fmt)
+        self.prefix = detected if prefix is None else prefix
+        self.config = read_config(self.path)
+        self.ignored: List[str] = []
+
+    def arch(self) -> Optional[dict]:
+        """Backbone kwargs (``arch``, ``patch_size``, ``pretrain_size``, ``in_channels``) from config.json."""
+        if self.config is None:
+            return None
+        try:
+            return arch_from_config(self.config)[0]
+        except ValueError as e:
+            raise CheckpointError(f'{self.path}/config.json: {e}') from e
+
+    def _raw(self) -> Iterator[Tuple[str, torch.Tensor]]:
+        for i, file in enumerate(self.files):
+            shard = self._first if i == 0 else ShardFile(file)
+            self._first = None
+            for key, value in shard.items():
+                if key.startswith(self.prefix):
+                    yield key[len(self.prefix):], value
+                else:
+                    self.ignored.append(key)
+
+    def tensors(self) -> Iterator[Tuple[str, torch.Tensor]]:
+        """(our name, tensor) pairs, one at a time, as the files hold them (dtype untouched)."""
+        if self._first is None:  # a second pass
+            self._first = ShardFile(self.files[0])
+        return self.format.convert(self._raw())
 
 
-# ---------------------------------------------------------------- reading
-def _torch_load(path: str) -> dict:
-    try:
-        # Checkpoints are trusted input, as in mmengine; mmap keeps a 6B file off the heap.
-        return torch.load(path, map_location='cpu', mmap=True, weights_only=False)
-    except RuntimeError as e:
-        if 'mmap' not in str(e):  # legacy (non-zip) files cannot be memory-mapped
-            raise
-        return torch.load(path, map_location='cpu', weights_only=False)
+def open_checkpoint(path: Union[str, os.PathLike], prefix: Optional[str] = None) -> CheckpointReader:
+    return CheckpointReader(path, prefix)
 
 
-def _read_file(path: str) -> Dict[str, torch.Tensor]:
-    if not osp.isfile(path):
-        raise CheckpointError(f'checkpoint file not found: {path}')
-    try:
-        if path.endswith('.safetensors'):
-            from safetensors.torch import load_file
-            return load_file(path, device='cpu')
-        obj = _torch_load(path)
-    except CheckpointError:
-        raise
-    except Exception as e:  # corrupt or truncated files surface as many different errors
-        raise CheckpointError(f'cannot read checkpoint {path}: {type(e).__name__}: {e}') from e
-    for key in WRAPPER_KEYS:  # {'module': sd} from DeepSpeed/DDP saves, {'state_dict': sd} from mmengine
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f'{path} holds no state dict of tensors (top-level: {type(obj).__name__})')
-    return obj
+def load_state_dict(path: Union[str, os.PathLike], prefix: Optional[str] = None) -> Tuple[Dict[str, torch.Tensor], str]:
+    """The whole checkpoint under our key names, and its format's name (for small models and tools)."""
+    reader = open_checkpoint(path, prefix)
+    return dict(reader.tensors()), reader.format.name
 
 
-def checkpoint_files(path: str) -> List[str]:
-    """The weight files of a checkpoint: the file itself, or a Hugging Face directory's shards in order."""
-    if not osp.isdir(path):
-        return [path]
-    for index_name in ('model.safetensors.index.json', 'pytorch_model.bin.index.json'):
-        index = osp.join(path, index_name)
-        if osp.isfile(index):
-            with open(index) as f:
-                weight_map = json.load(f).get('weight_map')
-            if not weight_map:
-                raise CheckpointError(f'{index} has no weight_map')
-            files = sorted(set(weight_map.values()))
-            missing = [f for f in files if not osp.isfile(osp.join(path, f))]
-            if missing:
-                raise CheckpointError(f'{path} is missing shard(s) {missing} listed in {index_name}')
-            return [osp.join(path, f) for f in files]
-    for name in ('model.safetensors', 'pytorch_model.bin'):
-        if osp.isfile(osp.join(path, name)):
-            return [osp.join(path, name)]
-    raise CheckpointError(f'{path} has no model.safetensors, pytorch_model.bin or shard index')
-
-
-def iter_shards(path: str) -> Iterator[Dict[str, torch.Tensor]]:
-    for file in checkpoint_files(path):
-        yield _read_file(file)
-
-
-def read_config(path: str) -> Optional[dict]:
-    cfg_file = osp.join(path, 'config.json') if osp.isdir(path) else None
-    if cfg_file is None or not osp.isfile(cfg_file):
+def read_arch(path: Union[str, os.PathLike]) -> Optional[dict]:
+    """The backbone kwargs a checkpoint's config.json describes, or None for a file without one."""
+    cfg = read_config(str(path))
+    if cfg is None:
         return None
-    with open(cfg_file) as f:
-        return json.load(f)
-
-
-def load_state_dict(path: str) -> Tuple[Dict[str, torch.Tensor], str]:
-    """The whole checkpoint under our key names, and the format it came in (for small models and tools)."""
-    out, fmt = {}, None
-    converter = None
-    for shard in iter_shards(path):
-        if converter is None:
-            fmt, prefix = _detect(path, shard)
-            converter = KeyConverter(fmt, prefix)
-        out.update(converter(shard))
-    return out, fmt
-
-
-def _detect(path: str, first_shard: dict) -> Tuple[str, str]:
-    keys = list(first_shard)
-    index = osp.join(path, 'model.safetensors.index.json') if osp.isdir(path) else None
-    for name in ('model.safetensors.index.json', 'pytorch_model.bin.index.json'):
-        index = osp.join(path, name) if osp.isdir(path) else None
-        if index and osp.isfile(index):
-            with open(index) as f:
-                keys = list(json.load(f)['weight_map'])
-            break
     try:
-        return detect_format(keys)
+        return arch_from_config(cfg)[0]
     except ValueError as e:
-        raise CheckpointError(f'{path}: {e}') from e
+        raise CheckpointError(f'{path}/config.json: {e}') from e
 
 
-# ---------------------------------------------------------------- filling a model
-def _fit(name: str, value: torch.Tensor, param: torch.Tensor, model) -> torch.Tensor:
-    """Resizes position and patch embeddings to the model's grid and patch size."""
-    if name == 'pos_embed' and value.shape != param.shape and value.shape[-1] == param.shape[-1]:
-        value = value.reshape(1, -1, value.shape[-1])
-        value = resample_abs_pos_embed(value.float(), list(model.pretrain_grid), num_prefix_tokens=1,
-                                       interpolation='bicubic', antialias=False)
-    elif name == 'cls_token' and value.ndim == 2:
-        value = value.reshape(param.shape)
-    elif (name == 'patch_embed.proj.weight' and value.shape[:2] == param.shape[:2]
-          and value.shape[2:] != param.shape[2:]):
-        value = resample_patch_embed(value.float(), list(param.shape[2:]), interpolation='bicubic',
-                                     antialias=False)
-    if value.shape != param.shape:
+# ------------------------------------------------------------------- filling modules
+def assign_tensor(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    """Puts ``value`` into ``module``'s parameter or buffer ``name``, in that tensor's dtype.
+
+    A parameter on the meta device takes ``value`` itself (``load_state_dict(assign=True)``: no
+    copy when the dtype already matches); a real one is copied into. Either way the value is first
+    cast to the dtype the module holds, one tensor at a time, so an fp32 checkpoint narrows into a
+    bf16 model without ever holding a second copy of a whole shard.
+    """
+    owner_name, _, attr = name.rpartition('.')
+    owner = module.get_submodule(owner_name) if owner_name else module
+    target = owner._parameters.get(attr)
+    if target is None:
+        target = owner._buffers.get(attr)
+    if target is None:
+        raise CheckpointError(f'the model has no parameter or buffer {name!r}')
+    if value.shape != target.shape:
         raise CheckpointError(f'checkpoint tensor {name!r} has shape {tuple(value.shape)} but the model expects '
-                              f'{tuple(param.shape)}: the checkpoint does not fit this architecture')
-    return value
+                              f'{tuple(target.shape)}: the checkpoint does not fit this model')
+    if value.dtype != target.dtype:
+        value = value.to(target.dtype)
+    owner.load_state_dict({attr: value}, strict=False, assign=target.is_meta)
 
 
-def _put(model: nn.Module, name: str, value: torch.Tensor):
-    module_name, _, attr = name.rpartition('.')
-    module = model.get_submodule(module_name) if module_name else model
-    param = getattr(module, attr)
-    value = _fit(name, value, param, model)
-    if param.is_meta:
-        module._parameters[attr] = nn.Parameter(value.to(param.dtype).clone(), requires_grad=param.requires_grad)
-    else:
-        with torch.no_grad():
-            param.copy_(value)
+def fill_module(module: nn.Module, state_dict: Dict[str, torch.Tensor], strict: bool = True,
+                source: str = 'the checkpoint', allow_meta: bool = False) -> Dict[str, List[str]]:
+    """Fills ``module`` (typically built on the meta device) from ``state_dict`` tensor by tensor,
+    each in the dtype the module was built with; pops entries as it goes so the caller's dict does
+    not keep a second reference to what the model now holds.
+
+    ``strict``: keys of the model missing from ``state_dict`` or the other way round are an
+    error naming them. Any tensor still on the meta device afterwards is an error unless ``allow_meta``
+    (the caller fills it otherwise).
+    """
+    own = dict(module.state_dict(keep_vars=True))
+    unexpected = [k for k in state_dict if k not in own]
+    missing = [k for k in own if k not in state_dict]
+    if strict and (missing or unexpected):
+        raise CheckpointError(
+            f'{source} does not fit the model: '
+            + (f'{len(missing)} missing keys, e.g. {missing[:6]}' if missing else '')
+            + ('; ' if missing and unexpected else '')
+            + (f'{len(unexpected)} unexpected keys, e.g. {unexpected[:6]}' if unexpected else ''))
+    for name in list(state_dict):
+        if name in own:
+            assign_tensor(module, name, state_dict.pop(name))
+    left = [] if allow_meta else meta_tensors(module)
+    if left:
+        raise CheckpointError(f'{source} left {len(left)} tensors of the model unfilled (on the meta device), '
+                              f'e.g. {left[:6]}')
+    return dict(missing=missing, unexpected=unexpected)
 
 
-def load_pretrained(model, path: str, prefix: Optional[str] = None, strict: bool = True,
-                    logger: str = 'current') -> dict:
-    """Fills an ``InternViT`` from a checkpoint of any supported format.
+def meta_tensors(module: nn.Module) -> List[str]:
+    """Names of the parameters and buffers still on the meta device."""
+    return [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
 
-    Keys the model does not have (``clip_projector.*``, the language model of a chat
-    checkpoint, blocks beyond the model's depth) are reported and skipped. Keys the
-    model has and the checkpoint lacks are an error when ``strict``.
-    Returns ``dict(format=..., missing=[...], unexpected=[...])``.
+
+# ------------------------------------------------------------------- writing
+def save_checkpoint(model: Optional[nn.Module], path: Union[str, os.PathLike], fmt: str = FORMAT_PTH,
+                    max_shard_bytes: Optional[int] = None, safetensors: bool = True,
+                    state_dict: Optional[Dict[str, torch.Tensor]] = None, arch: Optional[dict] = None) -> str:
+    """Writes a backbone in format ``fmt``: a ``.pth`` file, or a Hugging Face directory
+    (``config.json`` + ``model.safetensors`` / ``pytorch_model.bin``, sharded with an index when
+    ``max_shard_bytes`` is given). Tensors keep their dtype.
+
+    ``state_dict`` defaults to ``model.state_dict()``; ``arch`` (the kwargs the format's
+    config.json describes) to ``model.arch_kwargs()``.
+    """
+    sd = state_dict if state_dict is not None else model.state_dict()
+    if arch is None and model is not None and get_format(fmt).hf_directory:
+        arch = model.arch_kwargs()
+    return write_checkpoint(sd.items(), path, fmt, arch=arch, max_shard_bytes=max_shard_bytes,
+                            safetensors=safetensors)
+
+
+def write_checkpoint(items: Iterable[Tuple[str, torch.Tensor]], path: Union[str, os.PathLike], fmt: str = FORMAT_PTH,
+                     arch: Optional[dict] = None, max_shard_bytes: Optional[int] = None,
+                     safetensors: bool = True) -> str:
+    """Writes (our name, tensor) pairs in format ``fmt``, streamed: a Hugging Face directory is
+    written shard by shard, so converting a 6B checkpoint holds one shard, not the model.
+    Each file is written to a temporary name and renamed into place; config.json comes last.
     """
     path = str(path)
-    if not osp.exists(path):
-        raise CheckpointError(f'checkpoint not found: {path}')
-    own = dict(model.named_parameters())
-    loaded, unexpected, converter = set(), [], None
-    for shard in iter_shards(path):
-        if converter is None:
-            fmt, detected_prefix = _detect(path, shard)
-            converter = KeyConverter(fmt, detected_prefix if prefix is None else prefix)
-        for name, value in converter(shard).items():
-            if name in own:
-                _put(model, name, value)
-                loaded.add(name)
-            else:
-                unexpected.append(name)
-        del shard
-    unexpected += converter.ignored + converter.unfinished()
-    missing = [n for n in own if n not in loaded]
-    if unexpected:
-        shown = sorted(unexpected)
-        print_log(f'InternViT: ignored {len(unexpected)} checkpoint keys the backbone does not have: '
-                  f'{shown[:8]}{" ..." if len(shown) > 8 else ""}', logger=logger, level=logging.WARNING)
-    if missing and strict:
-        raise CheckpointError(f'{path} ({fmt}) lacks {len(missing)} parameters of this InternViT, e.g. '
-                              f'{missing[:8]}: wrong architecture or an incomplete checkpoint')
-    if getattr(model, 'frozen', False):
-        model.requires_grad_(False)
-    print_log(f'InternViT: loaded {len(loaded)} tensors from {path} ({fmt} format)', logger=logger)
-    return dict(format=fmt, missing=missing, unexpected=unexpected)
-
-
-def build_from_checkpoint(path: str, **kwargs):
-    """Builds an ``InternViT`` on the meta device and fills it from ``path`` (no random-init copy).
-
-    A Hugging Face directory describes its architecture in ``config.json``; a ``.pth``
-    file needs ``arch=`` (``'6b'``, ``'6b-448'``, ``'300m'`` or a dict).
-    """
-    from internvit_dense.models.backbones.internvit import InternViT
-    cfg = read_config(path)
-    if cfg is not None:
-        from_cfg, _ = arch_from_config(cfg)
-        kwargs = {**from_cfg, **kwargs}
-    elif 'arch' not in kwargs:
-        raise CheckpointError(f'{path} carries no config.json: pass arch= to say which InternViT it holds')
-    with torch.device('meta'):
-        model = InternViT(**kwargs)
-    load_pretrained(model, path)
-    return model
-
-
-# ---------------------------------------------------------------- writing
-def save_checkpoint(model, path: str, fmt: str = FORMAT_PTH, max_shard_bytes: Optional[int] = None,
-                    safetensors: bool = True, state_dict: Optional[dict] = None) -> str:
-    """Writes an ``InternViT`` in ``fmt``: a ``.pth`` file, or a Hugging Face directory
-    (``config.json`` + ``model.safetensors`` / ``pytorch_model.bin``, sharded with an index
-    when ``max_shard_bytes`` is given)."""
-    sd = {k: v.detach().contiguous().cpu() for k, v in (state_dict or model.state_dict()).items()}
-    if fmt == FORMAT_PTH:
+    target = get_format(fmt)
+    if not target.hf_directory:
         os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-        torch.save(sd, path)
+        sd = {k: v.detach().contiguous().cpu() for k, v in items}
+        _atomic(path, lambda tmp: torch.save(target.from_ours(sd), tmp))
         return path
-    if fmt not in (FORMAT_OPENGVLAB_HF, FORMAT_TRANSFORMERS):
-        raise ValueError(f'unknown checkpoint format {fmt!r}')
+    if arch is None:
+        raise ValueError(f'writing a {fmt} directory needs arch= (or a model) for its config.json')
     os.makedirs(path, exist_ok=True)
-    with open(osp.join(path, 'config.json'), 'w') as f:
-        json.dump(config_for(model, fmt), f, indent=2)
-    sd = convert_from_native(sd, fmt)
-    shards: List[Dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for k, v in sd.items():
-        nbytes = v.numel() * v.element_size()
-        if max_shard_bytes and shards[-1] and size + nbytes > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][k] = v
-        size += nbytes
     stem, ext = ('model', 'safetensors') if safetensors else ('pytorch_model', 'bin')
+    written: List[Tuple[str, List[str]]] = []  # (temporary shard name, its keys)
+    shard: Dict[str, torch.Tensor] = {}
+    size = total = 0
 
-    def write(tensors, name):
+    def flush():
+        name = f'{stem}-part{len(written):05d}.{ext}'
         if safetensors:
             from safetensors.torch import save_file
-            save_file(tensors, osp.join(path, name), metadata={'format': 'pt'})
+            _atomic(osp.join(path, name), lambda tmp: save_file(shard, tmp, metadata={'format': 'pt'}))
         else:
-            torch.save(tensors, osp.join(path, name))
+            _atomic(osp.join(path, name), lambda tmp: torch.save(shard, tmp))
+        written.append((name, list(shard)))
+        shard.clear()
 
-    if len(shards) == 1 and not max_shard_bytes:
-        write(shards[0], f'{stem}.{ext}')
-        return path
-    weight_map = {}
-    for i, shard in enumerate(shards, 1):
-        name = f'{stem}-{i:05d}-of-{len(shards):05d}.{ext}'
-        write(shard, name)
-        weight_map.update({k: name for k in shard})
-    total = sum(v.numel() * v.element_size() for v in sd.values())
-    with open(osp.join(path, f'{stem}.{ext}.index.json'), 'w') as f:
-        json.dump(dict(metadata=dict(total_size=total), weight_map=weight_map), f, indent=2)
+    for key, value in items:
+        for k, v in target.from_ours({key: value}).items():
+            v = v.detach().contiguous().cpu()
+            nbytes = v.numel() * v.element_size()
+            if max_shard_bytes and shard and size + nbytes > max_shard_bytes:
+                flush()
+                size = 0
+            shard[k] = v
+            size += nbytes
+            total += nbytes
+    if shard or not written:
+        flush()
+    if len(written) == 1 and not max_shard_bytes:
+        os.replace(osp.join(path, written[0][0]), osp.join(path, f'{stem}.{ext}'))
+    else:
+        weight_map = {}
+        for i, (tmp_name, keys) in enumerate(written, 1):
+            name = f'{stem}-{i:05d}-of-{len(written):05d}.{ext}'
+            os.replace(osp.join(path, tmp_name), osp.join(path, name))
+            weight_map.update({k: name for k in keys})
+        _write_json(osp.join(path, f'{stem}.{ext}.index.json'),
+                    dict(metadata=dict(total_size=total), weight_map=weight_map))
+    _write_json(osp.join(path, 'config.json'), target.config_for(arch))  # last: a directory with it is complete
     return path
+
+
+def _atomic(path: str, write) -> None:
+    tmp = f'{path}.tmp-{os.getpid()}'
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+def _write_json(path: str, obj) -> None:
+    def write(tmp):
+        with open(tmp, 'w') as f:
+            json.dump(obj, f, indent=2)
+    _atomic(path, write)
+
+
+__all__ = ['CheckpointReader', 'open_checkpoint', 'load_state_dict', 'read_arch', 'assign_tensor', 'fill_module',
+           'meta_tensors', 'save_checkpoint', 'write_checkpoint', 'FORMATS']

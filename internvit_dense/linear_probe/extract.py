@@ -152,7 +152,8 @@ def _progress(enabled: bool, **kwargs):
 # ------------------------------------------------------------------ the command
 def build_encoder(encoder: str = 'internvit', checkpoint: Optional[str] = None, arch=None, img_size: int = 224,
                   patch_size: Optional[int] = None, pretrain_size: Optional[int] = None, random_init: bool = False,
-                  seed: int = 0, model_kwargs: Optional[dict] = None) -> Tuple[torch.nn.Module, dict, str]:
+                  seed: int = 0, model_kwargs: Optional[dict] = None,
+                  dtype: Optional[torch.dtype] = None) -> Tuple[torch.nn.Module, dict, str]:
     """(frozen encoder in eval mode, its cache identity, a default cache name).
 
     ``encoder``: ``'internvit'`` (``checkpoint`` in any supported format, ``arch`` needed for a
@@ -188,7 +189,8 @@ def build_encoder(encoder: str = 'internvit', checkpoint: Optional[str] = None, 
                                                            else checkpoint_identity(checkpoint)))
         return model.eval(), ident, name.split('.')[0] if random_init else osp.splitext(osp.basename(checkpoint))[0]
 
-    kwargs = dict(img_size=img_size, frozen=True)
+    # an InternViT is built in the run's dtype straight from the checkpoint (on meta: no fp32 copy first)
+    kwargs = dict(img_size=img_size, frozen=True, dtype=dtype)
     if patch_size:
         kwargs['patch_size'] = patch_size
     if pretrain_size:
@@ -275,7 +277,7 @@ def run_extract(data_root: str, encoder: str = 'internvit', checkpoint: Optional
         raise ExtractError(f'no split found under {data_root}; see internvit_dense/datasets/imagenet.py')
 
     model, identity, default_name = build_encoder(encoder, checkpoint, arch, img_size, patch_size, pretrain_size,
-                                                  random_init, seed, model_kwargs)
+                                                  random_init, seed, model_kwargs, PRECISION_DTYPES[precision])
     block_list = parse_blocks(blocks, model.depth)
     model.to(device=device, dtype=PRECISION_DTYPES[precision])
     identity.update(img_size=img_size, resize_size=resize_size or img_size, blocks=block_list, precision=precision,

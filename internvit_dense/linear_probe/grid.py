@@ -1,7 +1,7 @@
 """A grid of linear probes (learning rates x features) trained together in one pass over cached features.
 
-Every classifier of the grid is the recipe's head: BatchNorm without affine parameters
-(eps 1e-6) on its feature, then a linear layer initialised N(0, 0.01), trained with
+Every classifier of the grid is the recipe's head without the BatchNorm's scale and shift
+(which a linear layer after it absorbs: the same functions): BatchNorm (eps 1e-6) on its feature, then a linear layer initialised N(0, 0.01), trained with
 SGD (momentum 0.9, Nesterov, no weight decay), linear warm-up then cosine decay. The
 grid is exactly that many independent classifiers; what they share is work:
 

@@ -35,25 +35,52 @@ def load_recipe_probe(path: str) -> RecipeProbe:
     """The head of a ``LinearProbeClassifier`` checkpoint, with the model config it was trained with."""
     from mmengine.config import Config
 
-    ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    sd = ckpt.get('state_dict', ckpt)
+    from internvit_dense.checkpoint.model_checkpoints import ModelCheckpointError, read_model_checkpoint
+    try:  # ours, or InternVL's released head (intern_vit_6b_224px_head.pth) as it is
+        ckpt = read_model_checkpoint(path)
+    except ModelCheckpointError as e:
+        raise CacheError(str(e)) from None
+    sd = ckpt['state_dict']
     missing = [k for k in ('head.bn.running_mean', 'head.bn.running_var', 'head.fc.weight', 'head.fc.bias')
                if k not in sd]
     if missing:
         raise CacheError(f'{path} is not a LinearProbeClassifier checkpoint: no {", ".join(missing)}')
     model_cfg, crop = None, None
-    cfg_text = (ckpt.get('meta') or {}).get('cfg')
-    if cfg_text:
+    cfg_text = (ckpt['meta'] or {}).get('cfg')
+    if ckpt['format'] == 'internvl-cls':
+        model_cfg, crop = _internvl_recipe(ckpt['info'])
+    elif cfg_text:
         cfg = Config.fromstring(cfg_text, '.py')
         model_cfg = cfg.model.to_dict()
         crop = _eval_crop(cfg)
     n_last = (model_cfg or {}).get('n_last_blocks', 1)
     avgpool = (model_cfg or {}).get('avgpool', True)
     spec = FeatureSpec(n_last, avgpool)
+    weight, bias = sd['head.fc.weight'].float().t(), sd['head.fc.bias'].float()
+    if 'head.bn.weight' in sd:  # an affine BatchNorm (InternVL's head): folded into the linear layer, exactly
+        gamma, beta = sd['head.bn.weight'].float(), sd['head.bn.bias'].float()
+        weight, bias = gamma[:, None] * weight, bias + beta @ weight
     clf = ProbeClassifier(spec=spec.name, keys=[], lr=float('nan'), mean=sd['head.bn.running_mean'].float(),
                           var=sd['head.bn.running_var'].float(), eps=(model_cfg or {}).get('bn_eps', 1e-6),
-                          weight=sd['head.fc.weight'].float().t().contiguous(), bias=sd['head.fc.bias'].float())
+                          weight=weight.contiguous(), bias=bias)
     return RecipeProbe(clf, model_cfg, crop, backbone_in_checkpoint=any(k.startswith('backbone.') for k in sd))
+
+
+def _internvl_recipe(info: dict):
+    """The model config InternVL's head was trained with, as far as its pickled training config says
+    (classification/configs/intern_vit_6b_1k_224.yaml: InternViT-6B, last block, [cls || mean patch], 224 px)."""
+    if None in (info.get('depth'), info.get('embed_dims'), info.get('num_heads')):
+        return None, None  # no readable config beside the weights: nothing to verify against
+    # InternVL's InternViT6B: RMSNorm blocks, MLP ratio and qk-norm / qkv bias as its config says
+    arch = dict(embed_dims=info['embed_dims'], depth=info['depth'], num_heads=info['num_heads'],
+                mlp_dims=int(info['embed_dims'] * (info.get('mlp_ratio') or 4)), norm_type='rms_norm',
+                qk_normalization=info.get('qk_normalization') is not False, qkv_bias=bool(info.get('qkv_bias')))
+    backbone = dict(type='InternViT', arch=arch)
+    if info.get('pretrained'):
+        backbone['init_cfg'] = dict(type='Pretrained', checkpoint=info['pretrained'])
+    model_cfg = dict(backbone=backbone, n_last_blocks=1, avgpool=info.get('cls_target') == 'cls_patch_concat',
+                     bn_eps=1e-6)
+    return model_cfg, info.get('img_size')
 
 
 def _eval_crop(cfg) -> Optional[int]:

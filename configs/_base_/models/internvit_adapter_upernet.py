@@ -1,6 +1,7 @@
 # InternViT + ViT-Adapter (4 maps at strides 4/8/16/32, 3200 channels) + UperNet with an FCN auxiliary head.
-# The heads are internvit_upernet.py's (UperNet 1536 ch, FCN aux on level 1): InternVL's own adapter
-# head settings are not in our reference notes. The adapter builds the pyramid itself: no neck.
+# The heads are internvit_upernet.py's (UperNet 1536 ch, FCN aux on level 1) except the auxiliary head's width:
+# 256 channels, mmseg's and ViT-Adapter's (InternVL's plain-ViT UperNet uses 1536; its adapter head settings
+# are not in our reference notes). The adapter builds the pyramid itself: no neck.
 _base_ = ['./internvit_upernet.py']
 model = dict(
     backbone=dict(
@@ -22,4 +23,5 @@ model = dict(
         norm_cfg={{_base_.norm_cfg}},
         # the frozen ViT's blocks still backpropagate (into the injectors): checkpoint them
         with_cp=True),
-    neck=None)
+    neck=None,
+    auxiliary_head=dict(channels=256))

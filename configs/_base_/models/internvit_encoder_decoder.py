@@ -17,6 +17,10 @@ model = dict(
         type='InternViT',
         arch='6b',
         img_size=504,
+        # The position embedding is held at the 504 crop's 36x36 grid (1 + 1296 entries), resampled
+        # bicubically from the checkpoint's grid once, when it loads: as InternVL's segmentation backbone,
+        # whose trained files hold it so (and train it there when the backbone is tuned).
+        pretrain_size=504,
         drop_path_rate=0.0,
         frozen=True,
         with_cp=False,

@@ -1,4 +1,5 @@
 # The 80k schedule's shape (warm-up then poly, periodic checkpoints and evaluation), shrunk for a CPU.
+# Seeded, so a tiny run is repeatable.
 _base_ = ['./schedule_80k.py']
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [
@@ -7,3 +8,4 @@ param_scheduler = [
 ]
 train_cfg = dict(max_iters=300, val_interval=100)
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=100, max_keep_ckpts=2))
+randomness = dict(seed=0)

@@ -2,12 +2,20 @@
 
 One file, top to bottom: attention (with its kernel dispatch), block, model.
 Parameter names follow OpenGVLab's released ``.pth`` files (``blocks.N.attn.qkv``
-...), so those load without renaming; other formats are converted by
-:mod:`internvit_dense.checkpoint`.
+...), so those load without renaming; other formats are read and converted by
+:mod:`internvit_dense.checkpoint`, the layer below this one.
+
+Precision: ``dtype`` (e.g. ``'bfloat16'``) is the dtype every weight is created and
+stored in, except the norm weights, which stay fp32: the norms compute their statistics
+in fp32 as the released model does (timm's ``*Fp32`` norms), and their weights are
+0.01% of the parameters, so keeping them exact costs nothing. Features leave the
+backbone in the dtype the images came in (fp32 images from the data preprocessor ->
+fp32 features for an fp32 head), whatever the weights' dtype.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -15,8 +23,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from timm.layers import DropPath, LayerScale, Mlp, PatchEmbed, RmsNormFp32, resample_abs_pos_embed, trunc_normal_
+from timm.layers import (DropPath, LayerNormFp32, LayerScale, Mlp, PatchEmbed, RmsNormFp32, resample_abs_pos_embed,
+                         resample_patch_embed, trunc_normal_)
+
+from internvit_dense.checkpoint import CheckpointError, assign_tensor, open_checkpoint
 
 from ..registry import DET_MODELS, ENGINE_MODELS, SEG_MODELS
 
@@ -46,12 +58,41 @@ ARCH_KEYS = ('embed_dims', 'depth', 'num_heads', 'mlp_dims', 'norm_type', 'qk_no
 ATTN_IMPLS = ('auto', 'flash', 'sdpa', 'eager')
 
 
+DTYPES = {'float32': torch.float32, 'fp32': torch.float32, 'bfloat16': torch.bfloat16, 'bf16': torch.bfloat16,
+          'float16': torch.float16, 'fp16': torch.float16}
+
+
+def resolve_dtype(dtype: Union[str, torch.dtype, None]) -> torch.dtype:
+    """``'bfloat16'`` / ``'bf16'`` / ``torch.bfloat16`` ... -> a torch dtype; None is fp32."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if not dtype.is_floating_point:
+            raise ValueError(f'InternViT weights need a floating point dtype, got {dtype}')
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f'unknown dtype {dtype!r}; one of {sorted(DTYPES)}')
+    return DTYPES[dtype]
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    """Modules built inside create their parameters in ``dtype`` (never in fp32 first)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
 def make_norm(norm_type: str, dims: int, eps: float) -> nn.Module:
-    # RMSNorm is computed in fp32 as in the released model; bf16 statistics drift over 48 blocks.
-    if norm_type == 'rms_norm':
-        return RmsNormFp32(dims, eps=eps)
-    if norm_type == 'layer_norm':
-        return nn.LayerNorm(dims, eps=eps)
+    # Statistics in fp32 as in the released model (bf16 statistics drift over 48 blocks); weights in fp32 too.
+    with default_dtype(torch.float32):
+        if norm_type == 'rms_norm':
+            return RmsNormFp32(dims, eps=eps)
+        if norm_type == 'layer_norm':
+            return LayerNormFp32(dims, eps=eps)
     raise ValueError(f"norm_type must be 'rms_norm' or 'layer_norm', got {norm_type!r}")
 
 
@@ -202,6 +243,20 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
     return arch
 
 
+_BUILD_DEVICE: List[Optional[str]] = [None]
+
+
+@contextlib.contextmanager
+def backbones_on_meta():
+    """Every InternViT built inside (also inside an adapter or a classifier) is built on the meta
+    device, without random init, for a checkpoint to fill (``internvit_dense.apis.build_trained``)."""
+    _BUILD_DEVICE.append('meta')
+    try:
+        yield
+    finally:
+        _BUILD_DEVICE.pop()
+
+
 @ENGINE_MODELS.register_module()
 @SEG_MODELS.register_module()
 @DET_MODELS.register_module()
@@ -221,6 +276,11 @@ class InternViT(BaseModule):
             ``flash``, ``sdpa`` or ``eager``.
         window_size / global_blocks: ViTDet-style window attention in every block except
             ``global_blocks`` (0 disables windows).
+        dtype: what the weights are created and stored in (``'bfloat16'`` for a frozen 6B:
+            11 GB instead of 22 GB); norm weights stay fp32. Default fp32.
+        device: where the weights are created; ``'meta'`` builds without memory and without
+            random init, for a checkpoint to fill (``from_pretrained``, ``load_pretrained``,
+            ``internvit_dense.apis.build_trained``).
     """
 
     def __init__(self,
@@ -237,8 +297,24 @@ class InternViT(BaseModule):
                  attn_impl: str = 'auto',
                  window_size: int = 0,
                  global_blocks: Sequence[int] = (),
+                 dtype: Union[str, torch.dtype, None] = None,
+                 device: Union[str, torch.device, None] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
+        self.weight_dtype = resolve_dtype(dtype)
+        device = device or _BUILD_DEVICE[-1]
+        with default_dtype(self.weight_dtype), (torch.device(device) if device else contextlib.nullcontext()):
+            self._build(arch, img_size, patch_size, pretrain_size, in_channels, drop_path_rate, layer_scale_init,
+                        out_indices, with_cp, attn_impl, window_size, global_blocks)
+        self.frozen = frozen
+        if frozen:
+            self.requires_grad_(False)
+            self.eval()
+        if not self.pos_embed.is_meta:
+            self._random_init()
+
+    def _build(self, arch, img_size, patch_size, pretrain_size, in_channels, drop_path_rate, layer_scale_init,
+               out_indices, with_cp, attn_impl, window_size, global_blocks):
         self.arch = resolve_arch(arch)
         a = self.arch
         self.embed_dims, self.depth, self.num_heads = a['embed_dims'], a['depth'], a['num_heads']
@@ -262,12 +338,6 @@ class InternViT(BaseModule):
                   window_size=0 if i in global_blocks else window_size)
             for i in range(self.depth)
         ])
-        self.frozen = frozen
-        if frozen:
-            self.requires_grad_(False)
-            self.eval()
-        if not self.pos_embed.is_meta:
-            self._random_init()
 
     def _normalise_indices(self, indices: Sequence[int]) -> List[int]:
         out = []
@@ -290,23 +360,95 @@ class InternViT(BaseModule):
     def init_weights(self):
         """Loads ``init_cfg=dict(type='Pretrained', checkpoint=...)`` in any supported format."""
         if self.init_cfg and self.init_cfg.get('type') == 'Pretrained':
-            from internvit_dense.checkpoint import load_pretrained
-            load_pretrained(self, self.init_cfg['checkpoint'], prefix=self.init_cfg.get('prefix'))
+            self.load_pretrained(self.init_cfg['checkpoint'], prefix=self.init_cfg.get('prefix'))
             self._is_init = True
         else:
             super().init_weights()
 
+    def arch_kwargs(self) -> dict:
+        """What a checkpoint's config.json records of this model (see :mod:`internvit_dense.checkpoint.formats`)."""
+        return dict(arch=dict(self.arch), patch_size=self.patch_size, pretrain_size=self.pretrain_size,
+                    in_channels=self.patch_embed.proj.in_channels)
+
     @classmethod
-    def from_pretrained(cls, path: str, **kwargs) -> 'InternViT':
-        """Builds the model a checkpoint describes and fills it without a random-init copy in memory."""
-        from internvit_dense.checkpoint import build_from_checkpoint
-        return build_from_checkpoint(path, **kwargs)
+    def from_pretrained(cls, path: str, dtype: Union[str, torch.dtype, None] = None, **kwargs) -> 'InternViT':
+        """The model a checkpoint describes, built on the meta device and filled from the file tensor by
+        tensor in ``dtype`` (default fp32): no random-init copy, no second copy of a shard.
+
+        A Hugging Face directory describes its architecture in ``config.json``; a ``.pth``
+        file needs ``arch=`` (``'6b'``, ``'6b-448'``, ``'300m'`` or a dict). ``kwargs`` override
+        the file's and are passed on to :class:`InternViT`.
+        """
+        reader = open_checkpoint(path)
+        from_file = reader.arch()
+        if from_file is not None:
+            kwargs = {**from_file, **kwargs}
+        elif 'arch' not in kwargs:
+            raise CheckpointError(f'{path} carries no config.json: pass arch= to say which InternViT it holds')
+        with torch.device('meta'):
+            model = cls(dtype=dtype, **kwargs)
+        model.load_pretrained(reader)
+        return model
+
+    def load_pretrained(self, path, prefix: Optional[str] = None, strict: bool = True, logger: str = 'current') -> dict:
+        """Fills this model from a checkpoint of any supported format (path or an open ``CheckpointReader``).
+
+        Each tensor is resized where it must be (position embedding to this model's grid, patch
+        embedding to its patch size), cast to the dtype this model holds it in and assigned (on
+        the meta device) or copied in, one at a time. Keys the model does not have
+        (``clip_projector.*``, a chat model's language model, blocks beyond the model's depth) are
+        reported and skipped; keys the model has and the checkpoint lacks are an error when ``strict``.
+        Returns ``dict(format=..., missing=[...], unexpected=[...])``.
+        """
+        reader = path if hasattr(path, 'tensors') else open_checkpoint(path, prefix)
+        own = dict(self.named_parameters())
+        loaded, unexpected = set(), []
+        for name, value in reader.tensors():
+            if name not in own:
+                unexpected.append(name)
+                continue
+            assign_tensor(self, name, self._fit_pretrained(name, value, own[name]))
+            loaded.add(name)
+            del value
+        unexpected += reader.ignored
+        missing = [n for n in own if n not in loaded]
+        where = f'{reader.path} ({reader.format.name})'
+        if unexpected:
+            shown = sorted(unexpected)
+            print_log(f'InternViT: ignored {len(unexpected)} checkpoint keys the backbone does not have: '
+                      f'{shown[:8]}{" ..." if len(shown) > 8 else ""}', logger=logger, level=logging.WARNING)
+        if missing and (strict or any(own[n].is_meta for n in missing)):
+            raise CheckpointError(f'{where} lacks {len(missing)} parameters of this InternViT, e.g. '
+                                  f'{missing[:8]}: wrong architecture or an incomplete checkpoint')
+        if self.frozen:
+            self.requires_grad_(False)
+        print_log(f'InternViT: loaded {len(loaded)} tensors from {where} into {str(self.weight_dtype)[6:]} weights',
+                  logger=logger)
+        return dict(format=reader.format.name, missing=missing, unexpected=unexpected)
+
+    def _fit_pretrained(self, name: str, value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+        """A checkpoint tensor resized to this model's grid and patch size where it differs."""
+        if name == 'pos_embed' and value.shape != param.shape and value.shape[-1] == param.shape[-1]:
+            value = resample_abs_pos_embed(value.reshape(1, -1, value.shape[-1]).float(), list(self.pretrain_grid),
+                                           num_prefix_tokens=1, interpolation='bicubic', antialias=False)
+        elif name == 'cls_token' and value.ndim == 2:
+            value = value.reshape(param.shape)
+        elif (name == 'patch_embed.proj.weight' and value.shape[:2] == param.shape[:2]
+              and value.shape[2:] != param.shape[2:]):
+            value = resample_patch_embed(value.float(), list(param.shape[2:]), interpolation='bicubic',
+                                         antialias=False)
+        return value
 
     # ----------------------------------------------------------------- modes
     def train(self, mode: bool = True):
         return super().train(mode and not self.frozen)
 
     # --------------------------------------------------------------- forward
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the blocks compute in: their weights' (``dtype=``, or a later ``.to()`` of the model)."""
+        return self.patch_embed.proj.weight.dtype
+
     def interpolate_pos_embed(self, grid: Tuple[int, int]) -> torch.Tensor:
         if tuple(grid) == self.pretrain_grid:
             return self.pos_embed
@@ -330,27 +472,32 @@ class InternViT(BaseModule):
         with self.frozen_context():
             # A partial patch at the right/bottom edge is dropped, as a strided conv would.
             x = x[..., :grid[0] * self.patch_size, :grid[1] * self.patch_size]
-            x = self.patch_embed(x.to(self.patch_embed.proj.weight.dtype))
+            x = self.patch_embed(x.to(self.compute_dtype))
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
             return x + self.interpolate_pos_embed(grid).to(x.dtype), grid
 
     def run_blocks(self, x: torch.Tensor, grid: Tuple[int, int], start: int = 0,
                    end: Optional[int] = None) -> torch.Tensor:
         """Blocks ``start`` .. ``end - 1`` on tokens (B, 1 + h*w, C), checkpointed with ``with_cp``
-        wherever a graph is being recorded (also in a frozen ViT whose input needs gradients)."""
+        wherever a graph is being recorded (also in a frozen ViT whose input needs gradients). The blocks
+        compute in the weights' dtype; the tokens come back in the dtype they came in (an fp32 adapter's)."""
+        dtype = x.dtype
         with self.frozen_context(x):
+            x = x.to(self.compute_dtype)
             for blk in self.blocks[start:end]:
                 if self.with_cp and x.requires_grad and torch.is_grad_enabled():
                     x = cp.checkpoint(blk, x, grid, use_reentrant=False)
                 else:
                     x = blk(x, grid)
-        return x
+        return x.to(dtype)
 
     def _collect(self, x: torch.Tensor, indices: Sequence[int]) -> Tuple[List[torch.Tensor], Tuple[int, int]]:
         outs, start = {}, 0
+        out_dtype = x.dtype  # features leave in the dtype the images came in: the head's
         x, grid = self.prepare_tokens(x)
         for i in sorted(set(indices)):
-            x = outs[i] = self.run_blocks(x, grid, start, i + 1)
+            x = self.run_blocks(x, grid, start, i + 1)
+            outs[i] = x.to(out_dtype)
             start = i + 1
         return [outs[i] for i in indices], grid
 

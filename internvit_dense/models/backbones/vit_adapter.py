@@ -404,6 +404,7 @@ class InternViTAdapter(BaseModule):
         patch = self.vit.patch_size
         vit_images = images[..., :images.shape[-2] // patch * patch, :images.shape[-1] // patch * patch]
         tokens, grid = self.vit.prepare_tokens(vit_images)
+        tokens = tokens.to(images.dtype)  # the adapter's dtype; a bf16 ViT computes its blocks in bf16
         geo = self.geometry([c1, *prior], grid)
         c = torch.cat([m.flatten(2).transpose(1, 2) + e for m, e in zip(prior, self.level_embed)], dim=1)
 

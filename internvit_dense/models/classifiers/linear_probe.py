@@ -5,9 +5,11 @@ tokens of the last ``n_last_blocks`` blocks, followed, with ``avgpool``, by the 
 of the last block's patch tokens. ``n_last_blocks=1, avgpool=True`` is InternVL's
 recipe: [cls || mean patch] of the last block, 6400-d for the 6B model.
 
-The head is BatchNorm without affine parameters (eps 1e-6) and a linear layer
-initialised N(0, 0.01): only the linear layer learns (6,401,000 parameters for
-6B on ImageNet-1k).
+The head is BatchNorm (eps 1e-6) and a linear layer initialised N(0, 0.01). The
+BatchNorm has affine parameters with ``bn_affine=True``, as InternVL's own head
+(``SyncBatchNorm(6400, eps=1e-6)`` + ``Linear(6400, 1000)``, 6,413,800 trainable
+parameters for 6B on ImageNet-1k; its released ``intern_vit_6b_224px_head.pth`` holds
+them); without, only the linear layer learns (6,401,000) and the function class is the same.
 """
 from __future__ import annotations
 
@@ -38,11 +40,12 @@ def probe_feature(tokens: Sequence[Tuple[torch.Tensor, torch.Tensor]], avgpool: 
 
 
 class LinearProbeHead(nn.Module):
-    """BatchNorm1d(affine=False, eps=1e-6) + Linear, the linear layer initialised N(0, 0.01)."""
+    """BatchNorm1d(eps=1e-6, affine or not) + Linear, the linear layer initialised N(0, 0.01)."""
 
-    def __init__(self, in_dims: int, num_classes: int, bn_eps: float = 1e-6, init_std: float = 0.01):
+    def __init__(self, in_dims: int, num_classes: int, bn_eps: float = 1e-6, init_std: float = 0.01,
+                 bn_affine: bool = False):
         super().__init__()
-        self.bn = nn.BatchNorm1d(in_dims, affine=False, eps=bn_eps)
+        self.bn = nn.BatchNorm1d(in_dims, affine=bn_affine, eps=bn_eps)
         self.fc = nn.Linear(in_dims, num_classes)
         nn.init.normal_(self.fc.weight, std=init_std)
         nn.init.zeros_(self.fc.bias)
@@ -62,6 +65,7 @@ class LinearProbeClassifier(BaseModel):
         backbone: an ``InternViT`` config; ``frozen=True`` is forced (this is a probe).
         num_classes: 1000 for ImageNet-1k.
         n_last_blocks / avgpool: the feature, see the module docstring.
+        bn_affine: the head's BatchNorm has a learned scale and shift (InternVL's head).
         save_backbone: put the backbone's weights into checkpoints. ``None`` (default):
             only when they cannot be rebuilt, i.e. unless the backbone is loaded from a
             pretrained checkpoint; a head-only checkpoint of the 6B probe is 26 MB instead
@@ -69,7 +73,8 @@ class LinearProbeClassifier(BaseModel):
     """
 
     def __init__(self, backbone: dict, num_classes: int = 1000, n_last_blocks: int = 1, avgpool: bool = True,
-                 bn_eps: float = 1e-6, init_std: float = 0.01, save_backbone: Optional[bool] = None,
+                 bn_eps: float = 1e-6, init_std: float = 0.01, bn_affine: bool = False,
+                 save_backbone: Optional[bool] = None,
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         backbone = dict(backbone, frozen=True)
@@ -81,7 +86,7 @@ class LinearProbeClassifier(BaseModel):
         self.avgpool = avgpool
         self.num_classes = num_classes
         in_dims = self.backbone.embed_dims * (n_last_blocks + int(avgpool))
-        self.head = LinearProbeHead(in_dims, num_classes, bn_eps, init_std)
+        self.head = LinearProbeHead(in_dims, num_classes, bn_eps, init_std, bn_affine)
         pretrained = (backbone.get('init_cfg') or {}).get('type') == 'Pretrained'
         self.save_backbone = (not pretrained) if save_backbone is None else save_backbone
         if not self.save_backbone and not pretrained:

@@ -1,0 +1,129 @@
+"""kill -9 and --resume give the run that was never interrupted, bit for bit, with drop path and dropout on.
+
+The checkpoint carries every process's python/numpy/torch random states (SafeCheckpointHook); the
+resumed run restores them once mmengine has replayed the data loader, so the masks drawn after the
+resume are the masks the straight run drew. Data loading in the main process (num_workers=0), the
+case where the data pipeline and the model share one random stream.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from seg_utils import ROOT, TINY, data_options, load_ckpt, run_tool
+from test_deepspeed import KILL_HOOK
+
+from internvit_dense.datasets.synthetic_ade20k import generate_synthetic_ade20k
+from internvit_dense.datasets.synthetic_coco import generate_synthetic_coco
+from internvit_dense.engine.deepspeed import free_port
+
+FULL = TINY.format('upernet_full')
+DET = 'configs/detection/tiny/tiny_mask-rcnn_fpn_synthetic.py'
+ITERS, SAVED_AT, KILLED_AT = 6, 3, 4  # the work of iteration 4 is lost with the kill, as in a real crash
+COMMON = [f'train_cfg.max_iters={ITERS}', f'default_hooks.checkpoint.interval={SAVED_AT}',
+          'train_cfg.val_interval=100000', 'default_hooks.checkpoint.save_best=None',
+          'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False']
+SEG = COMMON + ['model.backbone.drop_path_rate=0.2', 'model.decode_head.dropout_ratio=0.3',
+                'model.auxiliary_head.dropout_ratio=0.3']
+
+
+def kill_config(tmp_path, base):
+    (tmp_path / 'kill_hook.py').write_text(KILL_HOOK)
+    config = tmp_path / 'killed.py'
+    config.write_text(f"_base_ = ['{os.path.join(ROOT, base)}']\n"
+                      "custom_imports = dict(imports=['internvit_dense.models', 'internvit_dense.engine', "
+                      "'internvit_dense.datasets', 'kill_hook'], allow_failed_imports=False)\n"
+                      f"custom_hooks = [dict(type='KillAfterCheckpoint', at_iter={KILLED_AT})]\n")
+    return config
+
+
+def train(config, work, options, *args, nproc=1, check=True, pythonpath=None):
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    if pythonpath:
+        env['PYTHONPATH'] = f"{pythonpath}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    if nproc == 1:
+        cmd = [sys.executable, os.path.join(ROOT, 'tools', 'train.py'), str(config)]
+    else:
+        env.update(PORT=str(free_port()), PYTHON=sys.executable)
+        cmd = ['bash', os.path.join(ROOT, 'tools', 'dist_train.sh'), str(config), str(nproc)]
+    cmd += ['--work-dir', str(work), *map(str, args), '--cfg-options', *options]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
+    return proc
+
+
+def differing(a, b):
+    """Names of the tensors of two checkpoints' weights and optimizer states that are not bit-identical."""
+    bad = [k for k, v in a['state_dict'].items() if not torch.equal(v, b['state_dict'][k])]
+    for pid, state in a['optimizer']['state'].items():
+        bad += [f'optimizer.{pid}.{k}' for k, v in state.items()
+                if torch.is_tensor(v) and not torch.equal(v, b['optimizer']['state'][pid][k])]
+    return bad
+
+
+def kill_and_resume(tmp_path, base, options, *args, nproc=1, load=load_ckpt):
+    straight = tmp_path / 'straight'
+    train(base, straight, options, *args, nproc=nproc)
+    work = tmp_path / 'killed'
+    killed = train(kill_config(tmp_path, base), work, options, *args, nproc=nproc, check=False, pythonpath=tmp_path)
+    assert killed.returncode != 0 and not (work / f'iter_{ITERS}.pth').exists()
+    resumed = train(base, work, options, *args, '--resume', nproc=nproc)
+    out = resumed.stdout + resumed.stderr
+    assert f'resumed epoch: 0, iter: {SAVED_AT}' in out
+    assert 'taking over the lock of a run that no longer runs' in out  # the killed run's lock
+    return load(straight / f'iter_{ITERS}.pth'), load(work / f'iter_{ITERS}.pth'), work
+
+
+@pytest.fixture(scope='module')
+def ade(tmp_path_factory):
+    root = tmp_path_factory.mktemp('exact_ade')
+    generate_synthetic_ade20k(str(root), num_train=8, num_val=2, seed=1, progress=False, overwrite=True)
+    return root
+
+
+def test_segmentation_killed_and_resumed_is_bit_identical(ade, tmp_path):
+    options = data_options(ade, SEG)[1:]
+    straight, resumed, work = kill_and_resume(tmp_path, FULL, options)
+    assert differing(straight, resumed) == []
+
+    # the control: the same resume without the saved random states draws other masks
+    control = tmp_path / 'control'
+    control.mkdir()
+    saved = load_ckpt(work / f'iter_{SAVED_AT}.pth')
+    del saved['message_hub']['runtime_info']['random_states']
+    torch.save(saved, control / f'iter_{SAVED_AT}.pth')
+    (control / 'last_checkpoint').write_text(str(control / f'iter_{SAVED_AT}.pth'))
+    train(FULL, control, options, '--resume')
+    assert len(differing(straight, load_ckpt(control / f'iter_{ITERS}.pth'))) > 10
+
+
+def test_two_processes_killed_and_resumed_is_bit_identical(ade, tmp_path):
+    straight, resumed, _ = kill_and_resume(tmp_path, FULL, data_options(ade, SEG)[1:], nproc=2)
+    assert len(resumed['message_hub']['runtime_info']['random_states']) == 2
+    assert differing(straight, resumed) == []
+
+
+def test_detection_killed_and_resumed_is_bit_identical(tmp_path_factory, tmp_path):
+    root = tmp_path_factory.mktemp('exact_coco')
+    generate_synthetic_coco(str(root), num_train=8, num_val=2, seed=0, progress=False, overwrite=True)
+    ann = os.path.join(root, 'annotations', 'instances_val2017.json')
+    options = data_options(root, COMMON + ['model.backbone.drop_path_rate=0.2', f'val_evaluator.ann_file={ann}',
+                                           f'test_evaluator.ann_file={ann}'])[1:]
+    straight, resumed, _ = kill_and_resume(tmp_path, DET, options)
+    assert differing(straight, resumed) == []
+
+
+def test_deepspeed_zero1_killed_and_resumed_is_bit_identical(ade, tmp_path):
+    """ZeRO-1, fp32, one process: the random states travel in the message hub of DeepSpeed's client state."""
+    from conftest import load_tool
+    consolidate = load_tool('zero_to_fp32').consolidate
+
+    def weights(folder):
+        return dict(state_dict=consolidate(str(folder))['state_dict'], optimizer=dict(state={}))
+
+    straight, resumed, _ = kill_and_resume(tmp_path, 'configs/segmentation/tiny/tiny_upernet_full_synthetic_deepspeed.py',
+                                           data_options(ade, SEG)[1:], '--deepspeed', '1', '--deepspeed-precision',
+                                           'fp32', load=weights)
+    assert differing(straight, resumed) == []
