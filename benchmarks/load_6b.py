@@ -260,14 +260,16 @@ def report(ours: dict, theirs: dict, weights_gib: float, cross_err: float, conve
     print(f'checkpoint: {weights_gib:.2f} GiB of bf16 weights (safetensors shards); torch threads {ours["threads"]} '
           f'of {os.cpu_count()} CPUs')
     print_table(['', 'ours', 'transformers', 'ratio', ''],
-                [(name, f'{a:.2f}', f'{b:.2f}', f'{r:.2f}', note) for name, a, b, r, note in rows])
-    print(f'peak RSS against the weights: ours {ours["peak_gib"]:.2f} GiB = {ours["peak_gib"] / weights_gib:.3f} x weights '
-          f'(1.1 x weights + 1 GiB = {1.1 * weights_gib + 1:.2f} GiB); transformers {theirs["peak_gib"]:.2f} GiB')
+                [(name, f'{a:.3g}', f'{b:.3g}', f'{r:.2f}', note) for name, a, b, r, note in rows])
+    print(f'peak RSS against the weights: ours {ours["peak_gib"]:.2f} GiB = {ours["peak_gib"] / weights_gib:.3f} x '
+          f'weights (1.1 x weights + 1 GiB = {1.1 * weights_gib + 1:.2f} GiB); '
+          f'transformers {theirs["peak_gib"]:.2f} GiB')
     print(f'weights held as: ours {ours["param_dtypes"]} (norm weights fp32), transformers {theirs["param_dtypes"]}; '
           f'features out: ours {ours["out_dtype"]}, transformers {theirs["out_dtype"]}')
     print(f'features finite: ours {ours["finite"]}, transformers {theirs["finite"]}')
     print(f'bf16 vs fp32 of the same block, same weights and input (relative Frobenius error; bf16 tolerance '
-          f'{BF16_BLOCK_TOL:.4f}): first block {ours["first_block_rel_err"]:.4f}, last block {ours["last_block_rel_err"]:.4f}')
+          f'{BF16_BLOCK_TOL:.4f}): first block {ours["first_block_rel_err"]:.4f}, '
+          f'last block {ours["last_block_rel_err"]:.4f}')
     print(f'ours vs transformers, last block output (both bf16; tolerance {CROSS_IMPL_TOL:.3f}): {cross_err:.4f}')
     print(f'conversion to transformers (tools/convert_checkpoint.py, streamed): {convert["seconds"]:.1f}s, '
           f'peak RSS {convert["peak_gib"]:.2f} GiB')

@@ -207,3 +207,39 @@ def test_format_transformers(arch):
     back = dict(fmt.convert(items + [lone]))
     assert torch.equal(back['blocks.0.attn.qkv.weight'], _ours(arch)['blocks.0.attn.qkv.weight'])
     assert lone[0] in back  # handed on under its own name: the model reports it as unexpected
+
+
+@pytest.mark.parametrize('recipe', ['linear', 'upernet'])
+def test_format_internvl_seg(recipe):
+    """InternVL's ADE20K checkpoints: a whole-model format, recognised only where a whole model loads."""
+    from internvl_reference import random_state, seg_file_keys
+
+    from internvit_dense.checkpoint import FORMATS, detect_format
+    fmt = FORMATS['internvl-seg']
+    theirs = random_state(seg_file_keys(recipe, 16, 2, 32, grid=4, ch=8, aux_ch=8))
+    assert fmt.whole_model and detect_format(theirs, whole_model=True) == ('internvl-seg', '')
+    assert detect_format([f'module.{k}' for k in theirs], whole_model=True) == ('internvl-seg', 'module.')
+    # read as a backbone's checkpoint, it is the .pth release under 'backbone.'
+    assert detect_format(theirs) == (FORMAT_PTH, 'backbone.')
+    ours = dict(fmt.convert(theirs.items()))
+    assert ('neck.upsample_4x.0.weight' in ours) == (recipe == 'upernet')
+    assert ('decode_head.bn.running_var' in ours) == (recipe == 'linear')
+    assert not any(k.startswith(('backbone.up', 'decode_head.norm.')) for k in ours)
+    back = fmt.from_ours(ours)
+    assert back.keys() == theirs.keys() and all(back[k] is theirs[k] for k in theirs)
+
+
+def test_format_internvl_cls():
+    from internvl_reference import cls_head_keys, random_state
+
+    from internvit_dense.checkpoint import FORMATS, detect_format
+    fmt = FORMATS['internvl-cls']
+    theirs = random_state(cls_head_keys(8, 5))
+    assert detect_format(theirs, whole_model=True) == ('internvl-cls', '')
+    ours = dict(fmt.convert(theirs.items()))
+    assert sorted(ours) == sorted(['head.bn.weight', 'head.bn.bias', 'head.bn.running_mean', 'head.bn.running_var',
+                                   'head.bn.num_batches_tracked', 'head.fc.weight', 'head.fc.bias'])
+    assert fmt.from_ours(ours).keys() == theirs.keys()
+    # our own head-only checkpoint is not taken for InternVL's
+    with pytest.raises(ValueError):
+        detect_format(ours, whole_model=True)

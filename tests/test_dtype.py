@@ -125,3 +125,15 @@ def test_dtype_from_config():
     assert model.blocks[0].norm1.weight.dtype == torch.float32
     with pytest.raises(ValueError, match='unknown dtype'):
         InternViT(arch=dict(TINY_6B), dtype='bf12')
+
+
+def test_from_pretrained_never_random_inits(tmp_path, monkeypatch):
+    """The path of tools/linear_probe.py extract and of library users: built on meta, filled from the file."""
+    save_checkpoint(tiny_vit(TINY_6B), tmp_path / 'hf', fmt=FORMAT_OPENGVLAB_HF)
+
+    def refuse(self):
+        raise AssertionError('random init called')
+
+    monkeypatch.setattr(InternViT, '_random_init', refuse)
+    model = InternViT.from_pretrained(str(tmp_path / 'hf'), dtype='bfloat16', frozen=True)
+    assert model.blocks[0].mlp.fc1.weight.dtype == torch.bfloat16

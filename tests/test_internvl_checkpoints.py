@@ -31,12 +31,15 @@ TINY_ARCH = dict(embed_dims=C, depth=DEPTH, num_heads=HEADS, mlp_dims=MLP, norm_
 RECIPES = {
     'linear_frozen': dict(config='internvit_6b_linear_frozen_ade20k_504.py', head='linear', out=[6], frozen=True,
                           name='linear_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5_frozen.py'),
-    'linear_1of16': dict(config='internvit_6b_linear_full_ade20k_504_1of16_5k.py', head='linear', out=[7],
-                         frozen=False, name='linear_intern_vit_6b_504_5k_ade20k_bs16_lr4e-5_1of16.py'),
+    # the five few-shot rows: the same structure, the head on the last block
+    **{f'linear_1of{n}': dict(config=f'internvit_6b_linear_full_ade20k_504_1of{n}_{k}k.py', head='linear', out=[7],
+                              frozen=False, name=f'linear_intern_vit_6b_504_{k}k_ade20k_bs16_lr4e-5_1of{n}.py')
+       for n, k in ((16, 5), (8, 10), (4, 20), (2, 40), (1, 80))},
     'upernet_frozen': dict(config='internvit_6b_upernet_frozen_ade20k_504.py', head='upernet', out=[1, 3, 5, 7],
                            frozen=True, name='upernet_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5_frozen.py'),
+    # its auxiliary head on level 2: InternVL's full-tuning config keeps mmseg's default in_index
     'upernet_full': dict(config='internvit_6b_upernet_full_ade20k_504.py', head='upernet', out=[1, 3, 5, 7],
-                         frozen=False, name='upernet_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5.py'),
+                         frozen=False, name='upernet_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5.py', aux_index=2),
 }
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -115,7 +118,7 @@ def test_released_segmentation_file_loads_strictly_and_computes_as_internvl(reci
             assert [tuple(p.shape[-2:]) for p in ours_pyramid] == [(144, 144), (72, 72), (36, 36), (18, 18)]
             for a, b in zip(ours_pyramid, pyramid):
                 torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-            theirs = [internvl_upernet_head(sd, pyramid), internvl_aux_head(sd, pyramid)]
+            theirs = [internvl_upernet_head(sd, pyramid), internvl_aux_head(sd, pyramid, r.get('aux_index', 1))]
             ours = [model.decode_head(list(ours_pyramid)), model.auxiliary_head(list(ours_pyramid))]
         for a, b in zip(ours, theirs):
             assert a.shape[1] == 150
@@ -258,3 +261,23 @@ def test_tools_test_and_init_model_take_a_released_file_as_it_is(tmp_path):
         init_model(os.path.join(ROOT, config), upernet)
     assert "InternVL's 4-level pyramid (backbone.up1..up4) and the config none" in str(e.value)
     assert 'its config here: configs/segmentation/internvit_6b_upernet_frozen_ade20k_504.py' in str(e.value)
+
+
+def test_a_damaged_checkpoint_is_named_with_what_to_do(tmp_path, capsys):
+    """tools/test.py and init_model on a file that is not a checkpoint (it used to be 'UnpicklingError: Memo value
+    not found' with no file named)."""
+    from conftest import load_tool
+
+    from internvit_dense.apis import init_model
+    from internvit_dense.checkpoint.files import UnreadableCheckpointError
+    junk = tmp_path / 'iter_80000.pth'
+    junk.write_bytes(bytes(range(256)) * 4)
+    config = os.path.join(ROOT, 'configs/segmentation/tiny/tiny_linear_frozen_synthetic.py')
+    with pytest.raises(SystemExit) as e:
+        load_tool('test').main([config, str(junk), '--work-dir', str(tmp_path / 'work')])
+    assert str(e.value).startswith(f'cannot read checkpoint {junk}: not a PyTorch checkpoint')
+    assert 'Download or save it again' in str(e.value) and 'does not fit' not in str(e.value)
+    empty = tmp_path / 'empty.pth'
+    empty.write_bytes(b'')
+    with pytest.raises(UnreadableCheckpointError, match=f'checkpoint {empty} is empty'):
+        init_model(config, empty)

@@ -57,9 +57,15 @@ def test_6b_configs_follow_the_recipe(ckpt, depth, indices):
         assert bb.pos_embed.shape[1] == 1 + 36 * 36
         if recipe.startswith('upernet'):
             assert model.auxiliary_head.channels == 1536  # InternVL's configs: auxiliary_head channels=1536
+            # on level 1 in InternVL's head-tuning config; its full-tuning one keeps mmseg's default, 2
+            assert model.auxiliary_head.in_index == {'upernet_frozen': 1, 'upernet_full': 2}[recipe]
         assert bb.frozen == recipe.endswith('frozen')
         assert cfg.train_dataloader.dataset.pipeline[4]['crop_size'] == (504, 504)
         assert cfg.model.test_cfg == dict(mode='slide', crop_size=(504, 504), stride=(322, 322))
+        # InternVL's test protocol: short side 504 (long side uncapped), then both sides to a multiple of 14
+        resize, multiple = cfg.test_dataloader.dataset.pipeline[1:3]
+        assert (resize['type'], resize['scale'], multiple['type'], multiple['size_divisor']) == (
+            'ResizeShortestEdge', 504, 'ResizeToMultiple', 14)
         assert cfg.train_cfg.max_iters == 80000 and cfg.optim_wrapper.optimizer.lr == 4e-5
         assert cfg.param_scheduler[0]['end'] == 1500
         wd = cfg.optim_wrapper.optimizer.weight_decay

@@ -1,20 +1,31 @@
-"""Converts an InternViT checkpoint between the released formats.
+"""Converts an InternViT checkpoint between the released formats, or an InternVL task checkpoint to ours.
 
-    python tools/convert_checkpoint.py SRC DST --to {pth,opengvlab-hf,transformers} [--arch 6b]
+    python tools/convert_checkpoint.py SRC DST --to {pth,opengvlab-hf,transformers} [--arch 6b] [--overwrite]
+    python tools/convert_checkpoint.py SRC DST.pth --from {internvl-seg,internvl-cls} [--overwrite]
 
 SRC may be any supported format (the format is detected); tensors keep their dtype. Tensors are
 streamed: a 6B checkpoint is converted shard by shard, never held whole.
 A ``.pth`` source carries no config, so ``--arch`` says which model it is when the
 target is a Hugging Face directory.
+
+``--from internvl-seg`` turns one of InternVL's released ADE20K checkpoints (mmseg 0.30) into a plain
+mmseg 1.x checkpoint of our configs (``state_dict`` + ``meta``, class names and palette kept);
+``--from internvl-cls`` its linear-probe head into our head-only LinearProbeClassifier checkpoint.
+Our tools read both InternVL formats as they are too: converting is for other mmseg 1.x code.
+
+DST is written beside itself and then renamed into place, whole: an existing DST (a file, or a
+folder that is not empty) is refused unless ``--overwrite``, and then replaced, never merged into.
 """
 import argparse
 import json
+import os.path as osp
 import sys
 import time
 
 import torch
 
-from internvit_dense.checkpoint import FORMATS, open_checkpoint, write_checkpoint
+from internvit_dense.checkpoint import FORMATS, CheckpointError, open_checkpoint, write_checkpoint
+from internvit_dense.checkpoint.files import atomic_destination
 from internvit_dense.models.backbones import InternViT
 
 
@@ -30,7 +41,13 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('src')
     p.add_argument('dst')
-    p.add_argument('--to', choices=list(FORMATS), required=True, help='target format')
+    backbone_formats = [name for name, f in FORMATS.items() if not f.whole_model]
+    task_formats = [name for name, f in FORMATS.items() if f.whole_model]
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument('--to', choices=backbone_formats, help='target format (of the backbone)')
+    target.add_argument('--from', dest='src_format', choices=task_formats,
+                        help="an InternVL task checkpoint, converted to a plain mmseg 1.x / mmengine one")
+    p.add_argument('--overwrite', action='store_true', help='replace an existing DST whole')
     p.add_argument('--arch', help="'6b', '6b-448', '300m' or a JSON dict (needed for a .pth source)")
     p.add_argument('--patch-size', type=int)
     p.add_argument('--pretrain-size', type=int)
@@ -38,6 +55,33 @@ def main(argv=None):
     p.add_argument('--bin', action='store_true', help='write pytorch_model*.bin instead of safetensors')
     args = p.parse_args(argv)
 
+    try:
+        if args.src_format:
+            return convert_task_checkpoint(args)
+        return convert_backbone(args, p)
+    except CheckpointError as e:  # unreadable source, refused destination: the message says what to do
+        raise SystemExit(f'convert_checkpoint: {e}') from None
+
+
+def convert_task_checkpoint(args):
+    from internvit_dense.checkpoint.model_checkpoints import (describe_recipe, read_model_checkpoint,
+                                                              save_model_checkpoint)
+    start = time.time()
+    print(f'reading {args.src} ...', flush=True)
+    ckpt = read_model_checkpoint(args.src)
+    if ckpt['format'] != args.src_format:
+        found = 'none of them (ours already?)' if ckpt['source_format'] is None else ckpt['format']
+        raise CheckpointError(f'{args.src} is not an {args.src_format} checkpoint: its format is {found}')
+    with atomic_destination(args.dst, args.overwrite) as tmp:
+        save_model_checkpoint(ckpt, tmp)
+    sd = ckpt['state_dict']
+    print(f"converted InternVL's {describe_recipe(ckpt)} checkpoint ({args.src_format}, {len(sd)} tensors, "
+          f"{sum(v.numel() for v in sd.values()) / 1e6:.1f}M parameters, dtypes as in the file) to "
+          f'{args.dst} in {time.time() - start:.1f}s; its config here: '
+          f"{ckpt['source_format'].suggested_config(ckpt['info'])}")
+
+
+def convert_backbone(args, p):
     start = time.time()
     print(f'reading {args.src} ...', flush=True)
     reader = open_checkpoint(args.src)
@@ -45,8 +89,12 @@ def main(argv=None):
     if args.arch:
         kwargs['arch'] = json.loads(args.arch) if args.arch.lstrip().startswith('{') else args.arch
     if 'arch' not in kwargs:
+        if osp.isdir(args.src) and args.to != 'pth':
+            p.error(f'{args.src} is a Hugging Face folder without a config.json, so its architecture is unknown: '
+                    "put the model's config.json beside its weights, or pass --arch")
         if args.to != 'pth':
-            p.error('a .pth source carries no config: pass --arch')
+            p.error(f'{args.src} is a .pth file, which carries no config: pass --arch (6b, 6b-448, 300m or a JSON '
+                    'dict) to say which model it holds')
         kwargs['arch'] = None  # a .pth -> .pth copy: every backbone key is kept as it is
     for opt in ('patch_size', 'pretrain_size'):
         if getattr(args, opt):
@@ -67,8 +115,9 @@ def main(argv=None):
             count[1] += value.numel()
             yield name, value
 
-    write_checkpoint(backbone_tensors(), args.dst, fmt=args.to, arch=arch, safetensors=not args.bin,
-                     max_shard_bytes=parse_size(args.shard_size) if args.shard_size else None)
+    with atomic_destination(args.dst, args.overwrite) as tmp:  # refused if taken; replaced whole, never merged
+        write_checkpoint(backbone_tensors(), tmp, fmt=args.to, arch=arch, safetensors=not args.bin,
+                         max_shard_bytes=parse_size(args.shard_size) if args.shard_size else None)
     dropped += reader.ignored
     if dropped:
         print(f'dropped {len(dropped)} keys that are not part of the backbone: {dropped[:5]}...')

@@ -7,10 +7,12 @@ read tensor by tensor.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import os.path as osp
 import pickle
+import shutil
 import types
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -24,6 +26,10 @@ SINGLE_FILES = ('model.safetensors', 'pytorch_model.bin')
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit the model."""
+
+
+class UnreadableCheckpointError(CheckpointError):
+    """A file torch cannot read (damaged, cut short, not a checkpoint): the message names it and what to do."""
 
 
 class _Missing(dict):
@@ -59,7 +65,7 @@ def torch_load(path: str | os.PathLike):
     """
     path = str(path)
     if osp.isfile(path) and osp.getsize(path) == 0:
-        raise CheckpointError(f'checkpoint {path} is empty (0 bytes): an interrupted download or save; '
+        raise UnreadableCheckpointError(f'checkpoint {path} is empty (0 bytes): an interrupted download or save; '
                               'download or save it again')
     try:
         try:
@@ -71,7 +77,7 @@ def torch_load(path: str | os.PathLike):
     except FileNotFoundError:
         raise CheckpointError(f'checkpoint not found: {path}') from None
     except Exception as e:  # corrupt, truncated and foreign files surface as many different errors
-        raise CheckpointError(damaged_file_message(path, e)) from e
+        raise UnreadableCheckpointError(damaged_file_message(path, e)) from e
 
 
 def damaged_file_message(path: str, error: BaseException) -> str:
@@ -187,3 +193,70 @@ def all_keys(path: str, files: List[str], first: ShardFile) -> List[str]:
             if osp.isfile(osp.join(path, index_name)):
                 return list(_weight_map(osp.join(path, index_name)))
     return first.keys()
+
+
+# ------------------------------------------------------------------ writing a destination whole
+@contextlib.contextmanager
+def atomic_destination(dst: str, overwrite: bool = False):
+    """Yields a temporary path beside ``dst`` to write a checkpoint (a file or a folder) into; once the
+    block succeeds, that replaces ``dst`` whole, by renames, after an fsync of everything written.
+
+    An existing ``dst`` that is a file or a non-empty folder is refused unless ``overwrite``: a
+    conversion into an earlier one must not leave its shards and index behind for a loader to read.
+    On any error the temporary path is removed and ``dst`` is left as it was.
+    """
+    dst = osp.abspath(dst)
+    if osp.exists(dst) and not overwrite and (not osp.isdir(dst) or os.listdir(dst)):
+        held = sorted(os.listdir(dst)) if osp.isdir(dst) else None
+        what = (f'a folder holding {len(held)} entries ({", ".join(held[:4])}{", ..." if len(held) > 4 else ""})'
+                if held is not None else 'a file')
+        raise CheckpointError(f'{dst} already exists ({what}): pass --overwrite to replace it whole, or choose '
+                              'another destination')
+    parent = osp.dirname(dst)
+    os.makedirs(parent, exist_ok=True)
+    tmp = osp.join(parent, f'.{osp.basename(dst)}.tmp-{os.getpid()}')
+    old = osp.join(parent, f'.{osp.basename(dst)}.old-{os.getpid()}')
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if osp.exists(dst):
+            os.replace(dst, old)  # a folder cannot be swapped in one rename: the old one steps aside first
+        try:
+            os.replace(tmp, dst)
+        except OSError:
+            if osp.exists(old) and not osp.exists(dst):
+                os.replace(old, dst)  # put the old one back: nothing lost
+            raise
+        _fsync_dir(parent)
+        _remove(old)
+    finally:
+        _remove(tmp)
+
+
+def _remove(path: str) -> None:
+    if osp.isdir(path) and not osp.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif osp.lexists(path):
+        os.remove(path)
+
+
+def _fsync_tree(path: str) -> None:
+    files = [path] if osp.isfile(path) else [osp.join(d, f) for d, _, fs in os.walk(path) for f in fs]
+    for file in files:
+        with open(file, 'rb') as f:
+            os.fsync(f.fileno())
+    if osp.isdir(path):
+        _fsync_dir(path)
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems do not sync directories
+        pass
+    finally:
+        os.close(fd)

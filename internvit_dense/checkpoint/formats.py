@@ -18,6 +18,13 @@ Each format is one :class:`CheckpointFormat` subclass holding all its knowledge,
     (transformers' q, k, v -> our qkv) override :meth:`~CheckpointFormat.convert` instead.
 ``from_ours(state_dict)``
     our names -> the format's, for writing.
+``whole_model``
+    the format holds a whole task model (backbone, neck, heads: InternVL's released segmentation
+    and classification checkpoints, :mod:`.internvl_tasks`) and ``to_ours`` maps to the model's
+    state dict names (``backbone.blocks.N...``, ``neck...``, ``decode_head...``). Such formats are
+    recognised where a whole model is loaded (:func:`detect_format` with ``whole_model=True``),
+    never where a backbone is read: a segmentation file given as a backbone's checkpoint is read
+    by its ``backbone.`` prefix as the ``.pth`` format.
 ``hf_directory`` / ``matches_config(cfg)`` / ``arch_from_config(cfg)`` / ``config_for(arch)``
     for Hugging Face directory formats: whether a ``config.json`` is this format's, the
     architecture it describes, and the one to write. ``arch`` is the dict the backbone is built
@@ -48,6 +55,7 @@ class CheckpointFormat:
 
     name: str = ''
     marker: str = ''
+    whole_model = False  # a task model's checkpoint (backbone + neck + heads), not a backbone's
     hf_directory = False  # a Hugging Face directory with a config.json
 
     def detect(self, keys: Iterable[str]) -> Optional[str]:
@@ -244,8 +252,12 @@ class TransformersFormat(_HFDirectory):
                     use_mean_pooling=True, layer_scale_init_value=0.1)
 
 
-# Tried in this order: a more specific marker before one it ends with.
-FORMATS: Dict[str, CheckpointFormat] = {f.name: f for f in (TransformersFormat(), OpenGVLabHFFormat(), PthFormat())}
+# InternVL's released task checkpoints (whole models); their module needs CheckpointFormat defined above.
+from .internvl_tasks import InternVLClsFormat, InternVLSegFormat  # noqa: E402
+
+# Tried in this order: a more specific marker before one it ends with (whole-model formats apart, see whole_model).
+FORMATS: Dict[str, CheckpointFormat] = {f.name: f for f in (TransformersFormat(), OpenGVLabHFFormat(), PthFormat(),
+                                                            InternVLSegFormat(), InternVLClsFormat())}
 
 
 def get_format(name: str) -> CheckpointFormat:
@@ -254,15 +266,17 @@ def get_format(name: str) -> CheckpointFormat:
     return FORMATS[name]
 
 
-def detect_format(keys: Iterable[str]) -> Tuple[str, str]:
-    """(format name, prefix) of a checkpoint from its key names."""
+def detect_format(keys: Iterable[str], whole_model: bool = False) -> Tuple[str, str]:
+    """(format name, prefix) of a checkpoint from its key names: a backbone's format, or with
+    ``whole_model`` a whole task model's (ValueError if it is none of those)."""
     keys = list(keys)
-    for fmt in FORMATS.values():
+    formats = [f for f in FORMATS.values() if f.whole_model == whole_model]
+    for fmt in formats:
         prefix = fmt.detect(keys)
         if prefix is not None:
             return fmt.name, prefix
     sample = ', '.join(keys[:5]) or 'no keys at all'
-    markers = sorted(f.marker for f in FORMATS.values())
+    markers = sorted(f.marker for f in formats)
     raise ValueError(f'not an InternViT checkpoint: found none of {markers} (first keys: {sample})')
 
 

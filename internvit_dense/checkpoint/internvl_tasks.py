@@ -37,19 +37,23 @@ from typing import Dict, Iterable, List, Optional
 
 import torch
 
+from .formats import CheckpointFormat
+
 SEG_CONFIGS = 'configs/segmentation'
 CLS_CONFIG = 'configs/classification/internvit_6b_linear_probe_in1k.py'
 # InternVL's few-shot rows: 1/N of the images -> k iterations
 FEW_SHOT_ITERS = {16: 5, 8: 10, 4: 20, 2: 40, 1: 80}
 
 
-class InternVLSegFormat:
+class InternVLSegFormat(CheckpointFormat):
     """InternVL's ADE20K checkpoints (mmseg 0.30): see the module docstring."""
 
     name = 'internvl-seg'
     task = 'segmentation'
     whole_model = True
+    # UperNet files (InternVL's pyramid inside the backbone) or linear ones (FCNHead's 'norm')
     markers = ('backbone.up1.0.weight', 'decode_head.norm.running_mean')
+    marker = markers[0]
     # theirs -> ours, as name prefixes; every other name is the same in both
     renames = (('backbone.up1.', 'neck.upsample_4x.'), ('backbone.up2.', 'neck.upsample_2x.'),
                ('decode_head.norm.', 'decode_head.bn.'))
@@ -160,12 +164,13 @@ class InternVLSegFormat:
         return None
 
 
-class InternVLClsFormat:
+class InternVLClsFormat(CheckpointFormat):
     """InternVL's linear-probe classification head (``intern_vit_6b_224px_head.pth``): see the module docstring."""
 
     name = 'internvl-cls'
     task = 'classification'
     whole_model = True
+    marker = 'norm.running_mean'  # with 'head.weight' and no backbone: see detect
     names = {'norm.weight': 'head.bn.weight', 'norm.bias': 'head.bn.bias', 'norm.running_mean': 'head.bn.running_mean',
              'norm.running_var': 'head.bn.running_var', 'norm.num_batches_tracked': 'head.bn.num_batches_tracked',
              'head.weight': 'head.fc.weight', 'head.bias': 'head.fc.bias'}
@@ -193,7 +198,6 @@ class InternVLClsFormat:
         return dict(in_dims=int(w.shape[1]) if w is not None else None,
                     num_classes=int(w.shape[0]) if w is not None else None,
                     affine='norm.weight' in state_dict,
-                    eps=None,
                     img_size=_get(_get(cfg, 'DATA') or {}, 'IMG_SIZE'),
                     depth=_get(vit, 'DEPTH'), embed_dims=_get(vit, 'EMBED_DIM'), num_heads=_get(vit, 'NUM_HEADS'),
                     mlp_ratio=_get(vit, 'MLP_RATIO'), qk_normalization=_get(vit, 'QK_NORMALIZATION'),
@@ -233,17 +237,15 @@ class InternVLClsFormat:
         return None
 
 
-TASK_FORMATS = {f.name: f for f in (InternVLSegFormat(), InternVLClsFormat())}
-
-
 def detect_task_format(keys: Iterable[str]):
-    """(format, prefix) of an InternVL task checkpoint, or (None, None) for any other state dict."""
-    keys = list(keys)
-    for fmt in TASK_FORMATS.values():
-        prefix = fmt.detect(keys)
-        if prefix is not None:
-            return fmt, prefix
-    return None, None
+    """(format, prefix) of an InternVL task checkpoint in :data:`~.formats.FORMATS`, or (None, None) for any
+    other state dict (ours)."""
+    from .formats import FORMATS, detect_format
+    try:
+        name, prefix = detect_format(keys, whole_model=True)
+    except ValueError:
+        return None, None
+    return FORMATS[name], prefix
 
 
 # ------------------------------------------------------------------ helpers

@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import os.path as osp
-from typing import Optional, Union
+from typing import Union
 
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
 from .files import CheckpointError, torch_load
-from .internvl_tasks import TASK_FORMATS, detect_task_format
+from .internvl_tasks import detect_task_format
 
 WRAPPER_KEYS = ('state_dict', 'module', 'model')
 
@@ -36,10 +36,7 @@ def read_checkpoint_file(path: Union[str, os.PathLike]):
                                    f'file of it: python tools/zero_to_fp32.py {path})')
     if not osp.isfile(path):
         raise ModelCheckpointError(f'checkpoint not found: {path}')
-    try:
-        return torch_load(path)
-    except CheckpointError as e:
-        raise ModelCheckpointError(str(e)) from e.__cause__
+    return torch_load(path)  # UnreadableCheckpointError, naming the file and what to do, if damaged
 
 
 # ------------------------------------------------------------------ whole-model checkpoints
@@ -145,5 +142,5 @@ def save_model_checkpoint(ckpt: dict, path: Union[str, os.PathLike]) -> None:
             os.remove(tmp)
 
 
-__all__ = ['ModelCheckpointError', 'TASK_FORMATS', 'check_fits', 'load_model_checkpoint', 'log_loaded', 'read_checkpoint_file',
+__all__ = ['ModelCheckpointError', 'check_fits', 'load_model_checkpoint', 'log_loaded', 'read_checkpoint_file',
            'read_model_checkpoint', 'save_model_checkpoint', 'unwrap_model']

@@ -13,8 +13,6 @@ import os.path as osp
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-import torch
-
 from .cache import CacheError, checkpoint_identity
 from .grid import FeatureSpec, ProbeClassifier
 

@@ -14,9 +14,12 @@ train_pipeline = [
     dict(type='PhotoMetricDistortion'),
     dict(type='PackSegInputs'),
 ]
+# InternVL's test protocol (its SETR_Resize + ResizeToMultiple): the short side to 504, the long side as the aspect
+# ratio makes it (uncapped), both sides then to a multiple of 14 (bilinear); slide inference 504 / 322 (test_cfg).
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2016, 504), keep_ratio=True),
+    dict(type='ResizeShortestEdge', scale=504, max_size=2 ** 31 - 1),  # max_size: a number is required; no cap
+    dict(type='ResizeToMultiple', size_divisor=14),
     # labels are loaded after the resize: metrics compare at the original resolution
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='CheckSegMapSize'),
