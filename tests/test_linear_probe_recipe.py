@@ -91,3 +91,20 @@ def test_not_a_probe_checkpoint(tmp_path):
     torch.save(dict(state_dict={'decode_head.conv_seg.weight': torch.zeros(1)}), tmp_path / 'seg.pth')
     with pytest.raises(CacheError, match='not a LinearProbeClassifier checkpoint'):
         load_recipe_probe(str(tmp_path / 'seg.pth'))
+
+
+def test_a_probe_of_another_encoder_is_refused_on_an_internvit_cache_and_the_reverse(files):
+    tmp, a, _, identity = files
+    path = write_probe(tmp / 'p.pth', a)
+    ckpt = torch.load(path, weights_only=False)
+    cfg = Config.fromstring(ckpt['meta']['cfg'], '.py')
+    cfg.model.backbone = dict(type='TimmEncoder', model_name='vit_small_patch14_dinov2', img_size=28)
+    ckpt['meta']['cfg'] = cfg.pretty_text
+    torch.save(ckpt, tmp / 'timm_probe.pth')
+    with pytest.raises(CacheError, match='trained on the backbone TimmEncoder'):
+        check_against_cache(load_recipe_probe(str(tmp / 'timm_probe.pth')), identity, [2, 3], 8)
+    timm_cache = dict(identity, encoder=dict(kind='timm', name='vit_small_patch14_dinov2'))
+    probe = check_against_cache(load_recipe_probe(str(tmp / 'timm_probe.pth')), timm_cache, [2, 3], 8)
+    assert probe.verified == ['encoder timm:vit_small_patch14_dinov2'] and probe.unverified
+    with pytest.raises(CacheError, match='trained on the backbone InternViT'):
+        check_against_cache(load_recipe_probe(path), timm_cache, [2, 3], 8)

@@ -142,6 +142,7 @@ def parse_args(argv=None):
 # ------------------------------------------------------------------- extract
 def cmd_extract(args):
     from internvit_dense.linear_probe.extract import ExtractError, run_extract
+    from internvit_dense.models.backbones.library_encoders import EncoderLoadError
 
     try:
         cache = run_extract(
@@ -153,8 +154,8 @@ def cmd_extract(args):
             cache_root=args.cache_root, name=args.name, batch_size=args.batch_size, chunk_size=args.chunk_size,
             workers=args.workers, device=args.device, precision=args.precision, dtype=args.dtype, seed=args.seed,
             restart=args.restart, progress=not args.quiet)
-    except (ExtractError, FileNotFoundError, KeyError) as e:
-        raise SystemExit(str(e).strip('"'))
+    except (ExtractError, EncoderLoadError, FileNotFoundError, KeyError) as e:
+        raise SystemExit(e.args[0] if e.args else str(e))
     except KeyboardInterrupt:
         raise SystemExit(130)
     print(f'next: python tools/linear_probe.py sweep --cache {cache.root}')

@@ -110,6 +110,19 @@ def check_against_cache(probe: RecipeProbe, identity: dict, blocks: List[int], d
         probe.unverified.append('the checkpoint carries no config (meta.cfg): backbone, crop and blocks unchecked')
         return probe
 
+    kind = backbone.get('type', 'InternViT')
+    cached_encoder = identity.get('encoder')  # None: an InternViT cache
+    if kind != 'InternViT' or cached_encoder is not None:
+        # Another library's encoder: its name must match; blocks, crop and weights are not compared here.
+        name = backbone.get('model_name') if kind == 'TimmEncoder' else None
+        if kind == 'TimmEncoder' and (cached_encoder or {}).get('kind') == 'timm' \
+                and cached_encoder.get('name') == name:
+            probe.verified.append(f'encoder timm:{name}')
+            probe.unverified.append('blocks, crop and weights of a timm encoder are not compared with the cache')
+            return probe
+        raise CacheError(f'the probe was trained on the backbone {kind} ({name or backbone.get("path", "?")}); '
+                         f'the cache holds {cached_encoder or "InternViT"} features')
+
     arch = resolve_arch(backbone.get('arch', '6b'))
     cached_arch = identity.get('arch') or {}
     diff = [f'{k} {arch.get(k)} vs {cached_arch.get(k)}' for k in ARCH_FIELDS

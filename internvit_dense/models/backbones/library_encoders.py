@@ -281,7 +281,6 @@ class HFEncoder(LibraryEncoder):
             SigLIP) give their ``vision_model``. A hub name is refused with the command that
             downloads it: nothing is fetched here.
         out_indices / frozen / norm: see the module docstring.
-        dtype: the weights' dtype (default float32).
     """
 
     FINAL_NORMS = ('layernorm', 'norm', 'post_layernorm')  # DINOv2 / DINOv3 / SigLIP and CLIP
