@@ -158,3 +158,10 @@ def test_generator_cli(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(['--root', str(a_file), '--quiet'])
     assert 'is not a directory' in capsys.readouterr().err
+
+
+def test_generator_without_variant_images(tmp_path):
+    summary = generate_synthetic_imagenet(str(tmp_path / 'r'), num_classes=3, train_per_class=2, val_per_class=2,
+                                          variant_per_class=0, progress=False)
+    assert summary['counts'] == {'train': 6, 'val': 6}
+    assert os.path.isfile(tmp_path / 'r' / 'imagenet-a' / 'README.txt')

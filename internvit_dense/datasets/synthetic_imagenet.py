@@ -114,6 +114,7 @@ def generate_synthetic_imagenet(root: str, num_classes: int = 10, train_per_clas
         json.dump([j['real'] for j in val_jobs], f)
     for name, text in (('imagenet-a', 'Synthetic stand-in for ImageNet-A.'),
                        ('imagenet-r', 'Synthetic stand-in for ImageNet-R.')):
+        os.makedirs(os.path.join(root, name), exist_ok=True)  # no images there with variant_per_class=0
         with open(os.path.join(root, name, 'README.txt'), 'w') as f:
             f.write(text + '\n')
 
