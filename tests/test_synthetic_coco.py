@@ -191,6 +191,22 @@ def test_mmdet_coco_dataset_reads_it(root):
     assert labels <= set(range(len(CLASS_NAMES)))
 
 
+def test_checked_coco_dataset_names_an_empty_image(tmp_path):
+    import shutil
+
+    from internvit_dense.datasets import CheckedCocoDataset
+    path = str(tmp_path / 'coco')
+    generate_synthetic_coco(path, num_train=2, num_val=3, seed=0, progress=False)
+    kwargs = dict(data_root=path, ann_file='annotations/instances_val2017.json', data_prefix=dict(img='val2017/'),
+                  metainfo=dict(classes=CLASS_NAMES), pipeline=[])
+    assert len(CheckedCocoDataset(**kwargs)) == 3
+    victim = sorted(os.listdir(os.path.join(path, 'val2017')))[1]
+    open(os.path.join(path, 'val2017', victim), 'w').close()  # an interrupted copy
+    with pytest.raises(ValueError, match=rf'1 empty \(0-byte\) files in .*val2017.*: .*{victim}'):
+        CheckedCocoDataset(**kwargs)
+    shutil.rmtree(path)
+
+
 def test_cli(tmp_path, capsys):
     cli = load_tool('generate_synthetic_coco')
     root = str(tmp_path / 'cli')

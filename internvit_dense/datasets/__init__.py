@@ -1,3 +1,4 @@
 from .ade20k import CheckedADE20KDataset, CheckSegMapSize
+from .coco import CheckedCocoDataset
 
-__all__ = ['CheckedADE20KDataset', 'CheckSegMapSize']
+__all__ = ['CheckedADE20KDataset', 'CheckSegMapSize', 'CheckedCocoDataset']

@@ -11,6 +11,8 @@ from mmengine.logging import print_log
 from mmseg.datasets import ADE20KDataset
 from mmseg.registry import DATASETS, TRANSFORMS
 
+from .checks import check_no_empty_files
+
 DATA_HELP = ('put ADEChallengeData2016 (images/ and annotations/ inside) there and point data_root at it, '
              'or write the small synthetic set: python tools/generate_synthetic_ade20k.py --root DIR')
 
@@ -50,13 +52,7 @@ class CheckedADE20KDataset(ADE20KDataset):
             data_list = few_shot_subset(data_list, self.subset_denominator, self.subset_seed)
             print_log(f'few-shot subset of {img_dir}: {len(data_list)} images (1/{self.subset_denominator}, '
                       f'seed {self.subset_seed}, fingerprint {subset_fingerprint(data_list)})', logger='current')
-        # zero-byte files (an interrupted copy) fail inside OpenCV ('!buf.empty()') without a file name
-        empty = [p for d in data_list for p in (d['img_path'], d.get('seg_map_path'))
-                 if p is not None and osp.getsize(p) == 0]
-        if empty:
-            raise ValueError(f'{len(empty)} empty (0-byte) files in {self.data_root}: {", ".join(empty[:5])}'
-                             f'{" ..." if len(empty) > 5 else ""}; copy them again or remove them with their '
-                             'image/annotation partner')
+        check_no_empty_files((p for d in data_list for p in (d['img_path'], d.get('seg_map_path'))), self.data_root)
         # what CheckSegMapSize checks the label values against
         for info in data_list:
             info['num_classes'] = len(self.metainfo['classes'])

@@ -1,7 +1,7 @@
 # COCO 2017 instance segmentation (boxes + masks), 1333x800, 2 images per GPU.
 # Put COCO at data/coco (annotations/instances_{train,val}2017.json, train2017/, val2017/), or point
 # data_root and the evaluators' ann_file elsewhere with --cfg-options.
-dataset_type = 'CocoDataset'
+dataset_type = 'CheckedCocoDataset'  # mmdet's CocoDataset that names empty image files
 data_root = 'data/coco/'
 backend_args = None
 train_pipeline = [
