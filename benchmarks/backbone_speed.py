@@ -139,7 +139,7 @@ def main(argv=None) -> int:
         params = sum(p.numel() for p in ours.parameters())
         print(f'{params / 1e6:.1f}M params; on one image in fp32 max |ours - transformers| = {diff:.2e}', flush=True)
         cands, mm_flop = candidates(args, ours, theirs, frozen, dtype)
-        print('peak memory of one call of each (forked copies)', flush=True)
+        print('memory of one call of each (torch profiler memory events)', flush=True)
         peaks = {name: extra_peak_mib(fn) for name, fn in cands.items() if name != 'matmul'}
         print(f'timing {len(cands)} candidates in {args.rounds} alternating rounds', flush=True)
         sec = time_rounds(cands, args.rounds)
@@ -163,10 +163,11 @@ def main(argv=None) -> int:
                               ('train step, frozen', 'train-frozen', None)):
         theirs_ips = ips.get(f'{key}/transformers')
         rows.append([label, f"{ips[f'{key}/ours']:.3f}", f'{theirs_ips:.3f}' if theirs_ips else '-',
-                     f'{ratio:.3f}x' if ratio else '-', f"{peaks[f'{key}/ours']:.0f}",
-                     f"{peaks[f'{key}/transformers']:.0f}" if theirs_ips else '-'])
+                     f'{ratio:.3f}x' if ratio else '-', f"{peaks[f'{key}/ours']:.1f}",
+                     f"{peaks[f'{key}/transformers']:.1f}" if theirs_ips else '-'])
     print_table(['measurement', 'ours img/s', 'transformers img/s', 'ours/transformers', 'peak MiB ours',
                  'peak MiB transformers'], rows)
+    print('peak MiB: what the call allocated above what was held before it (torch profiler memory events)')
     print(f'torch.mm at fc1 ({args.dtype}): {mm_gflops:.4g} GFLOP/s; our forward runs at {fwd_share:.1%} of it '
           f'(same rounds; {flop_img / 1e9:.4g} GFLOP per image)')
     print(f"frozen train step = {summary['frozen_step_cost']:.3f}x a forward (ours)")

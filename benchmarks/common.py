@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import datetime
 import json
-import multiprocessing
 import os
 import os.path as osp
 import platform
 import statistics
 import sys
+import tempfile
 from typing import Callable, Dict, List, Sequence
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -79,29 +79,24 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def _extra_peak_child(step, conn):
-    try:
-        reset_peak_rss()
-        base = rss_mib()
-        step()
-        conn.send(peak_rss_mib() - base)
-    except BaseException as e:  # reported in the parent, which names the candidate
-        conn.send(e)
-
-
 def extra_peak_mib(step: Callable[[], object]) -> float:
-    """MiB that one call of ``step`` needs above what is resident already (activations, gradients,
-    allocator slack), measured in a forked copy of this process so that the candidates do not count
-    each other's peaks. torch's CPU allocator keeps no cache of its own: RSS is what it holds."""
-    ctx = multiprocessing.get_context('fork')
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_extra_peak_child, args=(step, child))
-    proc.start()
-    got = parent.recv()
-    proc.join()
-    if isinstance(got, BaseException):
-        raise got
-    return got
+    """MiB that one call of ``step`` needs above what torch's CPU allocator held before it (activations,
+    gradients), from the profiler's memory events: exact, and blind to other processes and to memory the
+    process keeps for reuse. (Not a forked copy measured by RSS: forking after OpenMP has run hangs.)"""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    with tempfile.TemporaryDirectory(prefix='bench-trace-') as tmp:
+        path = osp.join(tmp, 'trace.json')
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = json.load(f)['traceEvents']
+    memory = sorted((e for e in events if e.get('name') == '[memory]' and e['args'].get('Device Type', 0) == 0),
+                    key=lambda e: e['ts'])
+    if not memory:
+        return 0.0
+    start = memory[0]['args']['Total Allocated'] - memory[0]['args']['Bytes']
+    return (max(e['args']['Total Allocated'] for e in memory) - start) / 2 ** 20
 
 
 # ---------------------------------------------------------------- report
