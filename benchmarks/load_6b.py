@@ -201,6 +201,7 @@ def write_training_checkpoint(backbone_dir: str, path: str) -> None:
     import torch
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
+    from timm.layers import resample_abs_pos_embed
 
     import internvit_dense.models  # noqa: F401  (registers the modules)
     from internvit_dense.checkpoint import open_checkpoint
@@ -215,6 +216,10 @@ def write_training_checkpoint(backbone_dir: str, path: str) -> None:
     for name, value in reader.tensors():
         if name.startswith('blocks.') and int(name.split('.')[1]) >= model.backbone.depth:
             continue
+        if name == 'pos_embed' and value.shape != model.backbone.pos_embed.shape:
+            # training holds it at the config's grid (504 / 14 = 36 x 36), resized once when the backbone loaded
+            value = resample_abs_pos_embed(value.float(), list(model.backbone.pretrain_grid), num_prefix_tokens=1,
+                                           interpolation='bicubic', antialias=False).to(value.dtype)
         state_dict[f'backbone.{name}'] = value.to(torch.float32) if 'norm' in name else value
     torch.save(dict(state_dict=state_dict, meta=dict(iter=1)), path)
 
