@@ -13,7 +13,6 @@ import os.path as osp
 import platform
 import statistics
 import sys
-import tempfile
 from typing import Callable, Dict, List, Sequence
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -84,16 +83,13 @@ def extra_peak_mib(step: Callable[[], object]) -> float:
     gradients), from the profiler's memory events: exact, and blind to other processes and to memory the
     process keeps for reuse. (Not a forked copy measured by RSS: forking after OpenMP has run hangs.)"""
     from torch.profiler import ProfilerActivity, profile
+
+    from internvit_dense.memory_plan.validate import cpu_memory_events
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
-    with tempfile.TemporaryDirectory(prefix='bench-trace-') as tmp:
-        path = osp.join(tmp, 'trace.json')
-        prof.export_chrome_trace(path)
-        with open(path) as f:
-            events = json.load(f)['traceEvents']
-    memory = sorted((e for e in events if e.get('name') == '[memory]' and e['args'].get('Device Type', 0) == 0),
-                    key=lambda e: e['ts'])
-    if not memory:
+    try:
+        memory, _ = cpu_memory_events(prof)
+    except RuntimeError:  # the call allocated nothing
         return 0.0
     start = memory[0]['args']['Total Allocated'] - memory[0]['args']['Bytes']
     return (max(e['args']['Total Allocated'] for e in memory) - start) / 2 ** 20

@@ -18,6 +18,21 @@ from .plan import _step_function, _Tracer, build_model, training_input_size
 from .states import runner_of
 
 
+def cpu_memory_events(prof) -> Tuple[list, list]:
+    """(CPU allocator events in time order, all trace events) of a ``profile(profile_memory=True)`` run; each
+    memory event's ``args['Total Allocated']`` is what torch's CPU allocator held just after it."""
+    with tempfile.TemporaryDirectory(prefix='memplan-') as tmp:
+        path = os.path.join(tmp, 'trace.json')
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = json.load(f)['traceEvents']
+    memory = sorted((e for e in events if e.get('name') == '[memory]' and e['args'].get('Device Type', 0) == 0),
+                    key=lambda e: e['ts'])
+    if not memory:
+        raise RuntimeError('the profiler recorded no CPU memory events')
+    return memory, events
+
+
 def measured_cpu_step(cfg, batch: int, size: Optional[Tuple[int, int]] = None) -> dict:
     """Bytes the CPU allocator held above the step's start: after the forward (kept for backward) and at
     the peak of forward + backward."""
@@ -35,16 +50,8 @@ def measured_cpu_step(cfg, batch: int, size: Optional[Tuple[int, int]] = None) -
         with record_function('memory_plan::backward'):
             loss.backward()
     del loss
-    with tempfile.TemporaryDirectory(prefix='memplan-') as tmp:
-        path = os.path.join(tmp, 'trace.json')
-        prof.export_chrome_trace(path)
-        with open(path) as f:
-            events = json.load(f)['traceEvents']
-    memory = sorted((e for e in events if e.get('name') == '[memory]' and e['args'].get('Device Type', 0) == 0),
-                    key=lambda e: e['ts'])
+    memory, events = cpu_memory_events(prof)
     backward_start = min(e['ts'] for e in events if e.get('name') == 'memory_plan::backward')
-    if not memory:
-        raise RuntimeError('the profiler recorded no CPU memory events')
     start = memory[0]['args']['Total Allocated'] - memory[0]['args']['Bytes']
     before_backward = [e['args']['Total Allocated'] for e in memory if e['ts'] < backward_start]
     return dict(kept_for_backward=(before_backward[-1] if before_backward else start) - start,
