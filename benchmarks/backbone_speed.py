@@ -12,12 +12,16 @@ The targets these figures are held to are in the README.
     python benchmarks/backbone_speed.py                 # 300M shape, 224px, batch 4, fp32
     python benchmarks/backbone_speed.py --dtype bf16 --batch 8
     python benchmarks/backbone_speed.py --quick         # the tiny model, seconds: a smoke test
+    python benchmarks/backbone_speed.py --compile       # also ours with compile=True (torch.compile of the blocks)
+    python benchmarks/backbone_speed.py --arch 6b --depth 2 --dtype bf16 --batch 1 --img-size 448
+                                                        # InternViT-6B's real width on a 2-block slice
 """
 import argparse
 import os.path as osp
 import statistics
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from common import extra_peak_mib, median_ratio, print_table, time_rounds, write_record  # noqa: E402
@@ -33,6 +37,9 @@ QUICK = dict(arch='tiny', img_size=56, batch=2, rounds=3)
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--arch', default='300m', help="an InternViT preset: '300m', '6b', '6b-448', 'tiny'")
+    p.add_argument('--depth', type=int, default=None,
+                   help="blocks to build (default: the preset's): the preset's real width on fewer blocks, so "
+                        "that the 6B width is measurable on any machine (every block costs the same)")
     p.add_argument('--img-size', type=int, default=224)
     p.add_argument('--batch', type=int, default=4)
     p.add_argument('--rounds', type=int, default=5, help='timed rounds (one call of every candidate each)')
@@ -40,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=int, default=torch.get_num_threads())
     p.add_argument('--allocator', choices=('keep', 'os'), default='keep',
                    help="'keep': freed memory stays in the process, as tools/train.py runs; 'os': glibc's default")
+    p.add_argument('--compile', action='store_true',
+                   help='also time ours built with compile=True (forward and full step), and its compile time')
     p.add_argument('--quick', action='store_true', help=f'smoke test: {QUICK}')
     p.add_argument('--json', help='where to write the record (default work_dirs/benchmark/)')
     args = p.parse_args(argv)
@@ -47,7 +56,18 @@ def parse_args(argv=None):
         vars(args).update(QUICK)
     if args.img_size % PATCH:
         p.error(f'--img-size must be a multiple of the patch size {PATCH}')
+    if args.depth is not None and args.depth < 1:
+        p.error(f'--depth must be at least 1, got {args.depth}')
     return args
+
+
+def arch_of(args) -> dict:
+    """The preset's architecture, with ``--depth`` blocks where given."""
+    from internvit_dense.models.backbones.internvit import resolve_arch
+    arch = resolve_arch(args.arch)
+    if args.depth is not None:
+        arch['depth'] = args.depth
+    return arch
 
 
 def forward_flops(arch: dict, img_size: int) -> float:
@@ -67,21 +87,30 @@ def build(args, workdir):
     from internvit_dense.checkpoint import FORMAT_TRANSFORMERS, save_checkpoint
     from internvit_dense.models.backbones import InternViT
     torch.manual_seed(0)
-    kw = dict(arch=args.arch, img_size=args.img_size, patch_size=PATCH, pretrain_size=args.img_size)
+    kw = dict(arch=arch_of(args), img_size=args.img_size, patch_size=PATCH, pretrain_size=args.img_size)
     ours = InternViT(**kw).eval()
     save_checkpoint(ours, osp.join(workdir, 'transformers'), fmt=FORMAT_TRANSFORMERS)
     theirs = InternVLVisionModel.from_pretrained(osp.join(workdir, 'transformers'), attn_implementation='sdpa')
     theirs = theirs.eval()
     frozen = InternViT(**kw, frozen=True)
     frozen.load_state_dict(ours.state_dict())
+    compiled = None
+    if args.compile:
+        compiled = InternViT(**kw, compile=True)
+        compiled.load_state_dict(ours.state_dict())
+        compiled = compiled.to(dtype_of(args))
     x = torch.randn(1, 3, args.img_size, args.img_size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         diff = (ours.forward_features(x) - theirs(pixel_values=x).last_hidden_state).abs().max().item()
-    dtype = dict(fp32=torch.float32, bf16=torch.bfloat16)[args.dtype]
-    return ours.to(dtype), theirs.to(dtype), frozen.to(dtype), diff, dtype
+    dtype = dtype_of(args)
+    return ours.to(dtype), theirs.to(dtype), frozen.to(dtype), compiled, diff, dtype
 
 
-def candidates(args, ours, theirs, frozen, dtype):
+def dtype_of(args) -> torch.dtype:
+    return dict(fp32=torch.float32, bf16=torch.bfloat16)[args.dtype]
+
+
+def candidates(args, ours, theirs, frozen, compiled, dtype):
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(args.batch, 3, args.img_size, args.img_size, generator=gen).to(dtype)
     labels = torch.randint(0, NUM_CLASSES, (args.batch * (args.img_size // PATCH) ** 2,), generator=gen)
@@ -116,14 +145,18 @@ def candidates(args, ours, theirs, frozen, dtype):
     a = ours.arch
     m, k, n = args.batch * ((args.img_size // PATCH) ** 2 + 1), a['embed_dims'], a['mlp_dims']
     mm_x, mm_w = torch.randn(m, k).to(dtype), torch.randn(n, k).to(dtype)
-    return {
+    cands = {
         'forward/ours': no_grad(lambda: ours.eval()(x)),
         'forward/transformers': no_grad(lambda: theirs.eval()(pixel_values=x)),
         'train-full/ours': train_step(ours, ours_tokens(ours)),
         'train-full/transformers': train_step(theirs, theirs_tokens),
         'train-frozen/ours': train_step(frozen, ours_tokens(frozen)),
         'matmul': lambda: torch.mm(mm_x, mm_w.t()),  # the nn.Linear layout of fc1
-    }, 2.0 * m * k * n
+    }
+    if compiled is not None:
+        cands['forward/ours-compiled'] = no_grad(lambda: compiled.eval()(x))
+        cands['train-full/ours-compiled'] = train_step(compiled, ours_tokens(compiled))
+    return cands, 2.0 * m * k * n
 
 
 def main(argv=None) -> int:
@@ -132,13 +165,20 @@ def main(argv=None) -> int:
     if args.allocator == 'keep':
         from internvit_dense.engine.workarounds import keep_freed_memory_on_cpu
         keep_freed_memory_on_cpu()
-    print(f'backbone speed: InternViT {args.arch}, {args.img_size}px, batch {args.batch}, {args.dtype}, '
+    blocks = '' if args.depth is None else f' ({args.depth} blocks)'
+    print(f'backbone speed: InternViT {args.arch}{blocks}, {args.img_size}px, batch {args.batch}, {args.dtype}, '
           f'{args.threads} threads, allocator {args.allocator}', flush=True)
     with tempfile.TemporaryDirectory(prefix='internvit-bench-') as workdir:
-        ours, theirs, frozen, diff, dtype = build(args, workdir)
+        ours, theirs, frozen, compiled, diff, dtype = build(args, workdir)
         params = sum(p.numel() for p in ours.parameters())
         print(f'{params / 1e6:.1f}M params; on one image in fp32 max |ours - transformers| = {diff:.2e}', flush=True)
-        cands, mm_flop = candidates(args, ours, theirs, frozen, dtype)
+        cands, mm_flop = candidates(args, ours, theirs, frozen, compiled, dtype)
+        first_call = {}
+        for name in [n for n in cands if n.endswith('-compiled')]:  # compiles: not inside the profiler below
+            start = time.perf_counter()
+            cands[name]()
+            first_call[name] = time.perf_counter() - start
+            print(f'{name}: first call (compiles) {first_call[name]:.1f} s', flush=True)
         print('memory of one call of each (torch profiler memory events)', flush=True)
         peaks = {name: extra_peak_mib(fn) for name, fn in cands.items() if name != 'matmul'}
         print(f'timing {len(cands)} candidates in {args.rounds} alternating rounds', flush=True)
@@ -154,16 +194,28 @@ def main(argv=None) -> int:
         train_full_ratio=median_ratio(sec['train-full/transformers'], sec['train-full/ours']),
         frozen_step_cost=median_ratio(sec['train-frozen/ours'], sec['forward/ours']),
         forward_share_of_matmul_rate=fwd_share, matmul_gflops=mm_gflops)
+    if args.compile:
+        summary.update(
+            compiled_forward_ratio=median_ratio(sec['forward/transformers'], sec['forward/ours-compiled']),
+            compiled_train_full_ratio=median_ratio(sec['train-full/transformers'], sec['train-full/ours-compiled']),
+            compiled_over_eager_forward=median_ratio(sec['forward/ours'], sec['forward/ours-compiled']),
+            compiled_over_eager_train_full=median_ratio(sec['train-full/ours'], sec['train-full/ours-compiled']),
+            compile_seconds={n: first_call[n] - statistics.median(sec[n]) for n in first_call})
 
-    print(f'\nSUMMARY  InternViT {args.arch}, {params / 1e6:.1f}M params, {args.img_size}px, batch {args.batch}, '
-          f'{args.dtype}: images/s (median of {args.rounds} rounds), ratio = median of per-round ratios')
+    print(f'\nSUMMARY  InternViT {args.arch}{blocks}, {params / 1e6:.1f}M params, {args.img_size}px, '
+          f'batch {args.batch}, {args.dtype}: images/s (median of {args.rounds} rounds), ratio = median of per-round ratios')
     rows = []
-    for label, key, ratio in (('forward (eval, no grad)', 'forward', summary['forward_ratio']),
-                              ('train step, full', 'train-full', summary['train_full_ratio']),
-                              ('train step, frozen', 'train-frozen', None)):
-        theirs_ips = ips.get(f'{key}/transformers')
-        rows.append([label, f"{ips[f'{key}/ours']:.3f}", f'{theirs_ips:.3f}' if theirs_ips else '-',
-                     f'{ratio:.3f}x' if ratio else '-', f"{peaks[f'{key}/ours']:.1f}",
+    measured = [('forward (eval, no grad)', 'forward', 'ours', summary['forward_ratio']),
+                ('train step, full', 'train-full', 'ours', summary['train_full_ratio']),
+                ('train step, frozen', 'train-frozen', 'ours', None)]
+    if args.compile:
+        measured += [('forward, compiled', 'forward', 'ours-compiled', summary['compiled_forward_ratio']),
+                     ('train step, full, compiled', 'train-full', 'ours-compiled',
+                      summary['compiled_train_full_ratio'])]
+    for label, key, who, ratio in measured:
+        theirs_ips = ips.get(f'{key}/transformers') if ratio else None
+        rows.append([label, f"{ips[f'{key}/{who}']:.3f}", f'{theirs_ips:.3f}' if theirs_ips else '-',
+                     f'{ratio:.3f}x' if ratio else '-', f"{peaks[f'{key}/{who}']:.1f}",
                      f"{peaks[f'{key}/transformers']:.1f}" if theirs_ips else '-'])
     print_table(['measurement', 'ours img/s', 'transformers img/s', 'ours/transformers', 'peak MiB ours',
                  'peak MiB transformers'], rows)
@@ -171,6 +223,12 @@ def main(argv=None) -> int:
     print(f'torch.mm at fc1 ({args.dtype}): {mm_gflops:.4g} GFLOP/s; our forward runs at {fwd_share:.1%} of it '
           f'(same rounds; {flop_img / 1e9:.4g} GFLOP per image)')
     print(f"frozen train step = {summary['frozen_step_cost']:.3f}x a forward (ours)")
+    if args.compile:
+        compile_s = summary['compile_seconds']
+        print(f"compile=True / eager (ours), speed: forward {summary['compiled_over_eager_forward']:.3f}x, "
+              f"full train step {summary['compiled_over_eager_train_full']:.3f}x; compile time (first call less a "
+              f"timed one): forward {compile_s['forward/ours-compiled']:.1f} s, "
+              f"train step {compile_s['train-full/ours-compiled']:.1f} s")
     path = write_record(dict(config=vars(args), params=params, max_abs_diff=diff, seconds=sec,
                              images_per_second=ips, peak_extra_mib=peaks, summary=summary), args.json,
                         name='backbone_speed')

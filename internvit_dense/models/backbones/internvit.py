@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -86,11 +86,24 @@ def default_dtype(dtype: torch.dtype):
         torch.set_default_dtype(old)
 
 
+class RmsNormFp32Stats(RmsNormFp32):
+    """RMSNorm as the released InternViT computes it (InternVL's ``InternRMSNorm``, also transformers'):
+    statistics and normalisation in fp32, the result cast back to the input's dtype, then the weight
+    applied in that dtype. timm's ``RmsNormFp32`` applies the weight in fp32 before the cast: identical
+    in fp32; in bf16 it keeps an fp32 copy of the normalised tokens for the weight's gradient (4 per
+    block, +5% training memory at 6B width) and runs that multiply and its backward at twice the bytes.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = F.rms_norm(x.float(), self.normalized_shape, eps=self.eps).to(x.dtype)
+        return normed * self.weight.to(x.dtype)
+
+
 def make_norm(norm_type: str, dims: int, eps: float) -> nn.Module:
     # Statistics in fp32 as in the released model (bf16 statistics drift over 48 blocks); weights in fp32 too.
     with default_dtype(torch.float32):
         if norm_type == 'rms_norm':
-            return RmsNormFp32(dims, eps=eps)
+            return RmsNormFp32Stats(dims, eps=eps)
         if norm_type == 'layer_norm':
             return LayerNormFp32(dims, eps=eps)
     raise ValueError(f"norm_type must be 'rms_norm' or 'layer_norm', got {norm_type!r}")
@@ -161,8 +174,9 @@ class Attention(nn.Module):
         B, N, C = x.shape
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         if self.qk_normalization:
-            # Normalised before the head split: the statistics span all heads.
-            q, k = self.q_norm(q), self.k_norm(k)
+            # Normalised before the head split: the statistics span all heads. v copied out of the qkv output:
+            # as a view, saved for backward, it would keep q's and k's un-normalised thirds alive too.
+            q, k, v = self.q_norm(q), self.k_norm(k), v.contiguous()
         impl = select_attn_impl(self.attn_impl, x)
         if key_mask is not None and impl == 'flash':
             impl = 'sdpa'  # flash_attn_func takes no mask; only padded windows get here
@@ -221,9 +235,41 @@ class Block(nn.Module):
         cls_out = out[:, :1].reshape(B, n_win, 1, C).mean(dim=1)
         return torch.cat([cls_out, window_unpartition(out[:, 1:], hw, padded_hw, w)], dim=1)
 
+    def drop_path_scales(self, x: torch.Tensor) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """The per-sample scales (B, 1, 1) of the two residual branches, 0 or 1 / keep, while drop path is
+        active; else None. timm's DropPath draws them (applied to ones: the draws it would make on the
+        branches). Drawn apart from the block's arithmetic so that one compiled block serves blocks of every
+        drop rate: a rate inside the graph is a constant, and would cost a compilation per block."""
+        if not (self.training and isinstance(self.drop_path, DropPath) and self.drop_path.drop_prob > 0):
+            return None, None
+        ones = x.new_ones((x.shape[0],) + (1,) * (x.ndim - 1))
+        return self.drop_path(ones), self.drop_path(ones)
+
+    def residual_branches(self, x: torch.Tensor, hw: Tuple[int, int], scale1: Optional[torch.Tensor] = None,
+                          scale2: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The block's arithmetic, given the drop path scales (see :meth:`drop_path_scales`)."""
+        branch = self.ls1(self._attend(self.norm1(x), hw))
+        x = x + (branch if scale1 is None else branch * scale1)
+        branch = self.ls2(self.mlp(self.norm2(x)))
+        return x + (branch if scale2 is None else branch * scale2)
+
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        x = x + self.drop_path(self.ls1(self._attend(self.norm1(x), hw)))
-        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+        return self.residual_branches(x, hw, *self.drop_path_scales(x))
+
+
+_COMPILED_BLOCKS: Dict[tuple, Callable] = {}
+
+
+def compiled_block(options: Optional[dict] = None) -> Callable:
+    """``Block.residual_branches`` compiled by ``torch.compile(**options)``, one per set of options for the
+    whole process: the block is an input of the graph (its parameters are graph inputs), so every block of
+    every InternViT of the same shape runs the one compiled graph, and compile time does not grow with depth.
+    ``fullgraph=True``: a graph break is an error, not a silent slowdown."""
+    options = dict(options or {})
+    key = tuple(sorted((k, repr(v)) for k, v in options.items()))
+    if key not in _COMPILED_BLOCKS:
+        _COMPILED_BLOCKS[key] = torch.compile(Block.residual_branches, **{'fullgraph': True, **options})
+    return _COMPILED_BLOCKS[key]
 
 
 def resolve_arch(arch: Union[str, dict]) -> dict:
@@ -281,6 +327,10 @@ class InternViT(BaseModule):
         device: where the weights are created; ``'meta'`` builds without memory and without
             random init, for a checkpoint to fill (``from_pretrained``, ``load_pretrained``,
             ``internvit_dense.apis.build_trained``).
+        compile: run the blocks through ``torch.compile`` (inductor): one compiled block serves every
+            block, so compile time (paid on the first call of each input shape and mode) does not grow with
+            depth. ``True``, or a dict of ``torch.compile`` options (``dict(mode='max-autotune')``).
+            Off by default: see docs/benchmarks.md for what it buys where.
     """
 
     def __init__(self,
@@ -299,8 +349,13 @@ class InternViT(BaseModule):
                  global_blocks: Sequence[int] = (),
                  dtype: Union[str, torch.dtype, None] = None,
                  device: Union[str, torch.device, None] = None,
+                 compile: Union[bool, dict] = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
+        if not isinstance(compile, (bool, dict)):
+            raise TypeError(f'compile must be True/False or a dict of torch.compile options, got {compile!r}')
+        # not ``self.compile``: that is nn.Module's method
+        self.compile_options = (dict(compile) if isinstance(compile, dict) else {}) if compile else None
         self.weight_dtype = resolve_dtype(dtype)
         device = device or _BUILD_DEVICE[-1]
         with default_dtype(self.weight_dtype), (torch.device(device) if device else contextlib.nullcontext()):
@@ -486,10 +541,16 @@ class InternViT(BaseModule):
             x = x.to(self.compute_dtype)
             for blk in self.blocks[start:end]:
                 if self.with_cp and x.requires_grad and torch.is_grad_enabled():
-                    x = cp.checkpoint(blk, x, grid, use_reentrant=False)
+                    x = cp.checkpoint(self.run_block, blk, x, grid, use_reentrant=False)
                 else:
-                    x = blk(x, grid)
+                    x = self.run_block(blk, x, grid)
         return x.to(dtype)
+
+    def run_block(self, blk: Block, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+        """One block, compiled with ``compile`` (its drop path drawn outside the compiled graph)."""
+        if self.compile_options is None:
+            return blk(x, grid)
+        return compiled_block(self.compile_options)(blk, x, grid, *blk.drop_path_scales(x))
 
     def _collect(self, x: torch.Tensor, indices: Sequence[int]) -> Tuple[List[torch.Tensor], Tuple[int, int]]:
         outs, start = {}, 0
