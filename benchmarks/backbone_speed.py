@@ -203,7 +203,8 @@ def main(argv=None) -> int:
             compile_seconds={n: first_call[n] - statistics.median(sec[n]) for n in first_call})
 
     print(f'\nSUMMARY  InternViT {args.arch}{blocks}, {params / 1e6:.1f}M params, {args.img_size}px, '
-          f'batch {args.batch}, {args.dtype}: images/s (median of {args.rounds} rounds), ratio = median of per-round ratios')
+          f'batch {args.batch}, {args.dtype}: images/s (median of {args.rounds} rounds), '
+          'ratio = median of per-round ratios')
     rows = []
     measured = [('forward (eval, no grad)', 'forward', 'ours', summary['forward_ratio']),
                 ('train step, full', 'train-full', 'ours', summary['train_full_ratio']),
