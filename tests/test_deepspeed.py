@@ -321,3 +321,26 @@ def test_frozen_single_process_zero3_consolidated_checkpoint_tests_the_same(data
     print(f'  live DeepSpeed model {live}, consolidated checkpoint in tools/test.py {tested}')
     assert miou_of(proc.stdout) == pytest.approx(live['mIoU'], abs=1e-6)
     assert tested == pytest.approx(live, abs=1e-6)
+
+
+COMPILED = '''
+_base_ = ['{base}']
+# aot_eager: dynamo's capture and AOT autograd without inductor's C++ compile (tests/test_compile.py runs that)
+model = dict(backbone=dict(compile=dict(backend='aot_eager')))
+'''
+
+
+def test_compiled_backbone_under_zero1_bf16_loss_goes_down(data, init_weights, tmp_path):
+    """InternViT(compile=...) inside a DeepSpeed engine (ZeRO-1, bf16: the model cast whole to bf16)."""
+    fixed = tmp_path / 'fixed_batch.py'
+    fixed.write_text(FIXED_BATCH.format(base=os.path.join(ROOT, DEEPSPEED_TINY)))
+    config = tmp_path / 'compiled.py'
+    config.write_text(COMPILED.format(base=fixed))
+    work = tmp_path / 'work'
+    iters = 4
+    proc = train(work, config, 1, '--deepspeed', 1, options=options(
+        data, init_weights, 'train_dataloader.dataset.indices=2', 'param_scheduler.0.start_factor=1.0', iters=iters))
+    assert 'blocks run one block compiled by torch.compile' in proc.stdout + proc.stderr
+    got = losses(work)
+    print(f'  compiled backbone, bf16 ZeRO-1 losses on a fixed batch: {got}')
+    assert len(got) == iters and got[-1] < got[0], got

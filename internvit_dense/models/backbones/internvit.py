@@ -365,6 +365,10 @@ class InternViT(BaseModule):
         if frozen:
             self.requires_grad_(False)
             self.eval()
+        if self.compile_options is not None:
+            print_log(f'InternViT: its {self.depth} blocks run one block compiled by torch.compile('
+                      f'{self.compile_options or ""}), compiled on the first call of each input shape',
+                      logger='current')
         if not self.pos_embed.is_meta:
             self._random_init()
 
