@@ -42,6 +42,10 @@ def init_model(config: Union[str, os.PathLike, Config], checkpoint: Optional[Uni
         config = Config.fromfile(str(config))
     if cfg_options:
         config.merge_from_dict(cfg_options)
+    if config.get('test_pipeline'):
+        # mmseg's inference_model drops LoadAnnotations from the test pipeline, but not a depth config's
+        # LoadDepthAnnotation, which would look for a ground-truth file beside the user's image
+        config.test_pipeline = [t for t in config.test_pipeline if t.get('type') != 'LoadDepthAnnotation']
     scope = config.get('default_scope')
     if scope not in ('mmseg', 'mmdet'):
         raise ValueError(f"init_model builds segmentation (default_scope='mmseg') and detection ('mmdet') models; "

@@ -182,9 +182,46 @@ class Detection:
         return f'detections at score >= {self.score_thr}: {listed}'
 
 
+class Depth:
+    """Writes ``<stem>_depth.png`` (16-bit: metres x ``scale``, 0 = none; ``scale`` 1000 as NYU's PNGs, or 256 as
+    KITTI's where the head's range passes 65.535 m) and ``<stem>_depth_color.png`` (the image, the depth coloured
+    near-yellow to far-purple, and the colour scale in metres); reports each image's depth range."""
+
+    def __init__(self, model):
+        from mmseg.apis import inference_model
+        self.infer = inference_model
+        self.model = model
+        head = model.decode_head
+        self.min_depth, self.max_depth = float(head.min_depth), float(head.max_depth)
+        self.scale = 1000.0 if self.max_depth * 1000 <= 65535 else 256.0
+        self.ranges = []
+
+    def __call__(self, path, bgr, rgb, out_dir, stem):
+        import cv2
+
+        from internvit_dense.models.depth.visualization import depth_panel
+        result = self.infer(self.model, bgr)
+        depth = result.pred_depth_map.data[0].float().cpu().numpy()
+        cv2.imwrite(osp.join(out_dir, f'{stem}_depth.png'),
+                    np.clip(np.round(depth * self.scale), 0, 65535).astype(np.uint16))
+        panel = depth_panel(rgb, [depth], (self.min_depth, self.max_depth))
+        cv2.imwrite(osp.join(out_dir, f'{stem}_depth_color.png'), panel[..., ::-1])
+        self.ranges.append((float(depth.min()), float(depth.max())))
+        return f'{depth.shape[1]}x{depth.shape[0]}: depth {depth.min():.2f}..{depth.max():.2f} m'
+
+    def summary(self):
+        lo, hi = min(r[0] for r in self.ranges), max(r[1] for r in self.ranges)
+        return (f'depth {lo:.2f}..{hi:.2f} m over all images; <stem>_depth.png holds metres x {self.scale:g} '
+                '(uint16), <stem>_depth_color.png the image beside the coloured depth')
+
+
 def task_for(model, opacity: float = 0.5, score_thr: float = 0.3):
-    """The writer for the model's task: detection for mmdet configs, else segmentation."""
-    return Detection(model, score_thr) if model.cfg.get('default_scope') == 'mmdet' else Segmentation(model, opacity)
+    """The writer for the model's task: detection for mmdet configs, depth for depth heads, else segmentation."""
+    if model.cfg.get('default_scope') == 'mmdet':
+        return Detection(model, score_thr)
+    if hasattr(model.decode_head, 'max_depth'):
+        return Depth(model)
+    return Segmentation(model, opacity)
 
 
 def predict_images(task, images: List[str], out_dir: str, progress: bool = True) -> None:

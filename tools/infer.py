@@ -5,7 +5,9 @@
 Segmentation configs write, per image, ``<name>_overlay.png`` (the prediction over the image) and
 ``<name>_labels.png`` (class index per pixel, as the data set counts classes; 255 where nothing is
 predicted). Detection configs write ``<name>_overlay.png`` (boxes and masks scoring at least
-``--score-thr``) and ``<name>.json`` (every box: class, score, [x1, y1, x2, y2]).
+``--score-thr``) and ``<name>.json`` (every box: class, score, [x1, y1, x2, y2]). Depth configs write
+``<name>_depth.png`` (16-bit, metres x 1000 as NYU's PNGs; x 256 as KITTI's for a range past 65 m) and
+``<name>_depth_color.png`` (the image beside its coloured depth and the colour scale in metres).
 """
 import argparse
 import os.path as osp

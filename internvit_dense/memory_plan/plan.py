@@ -66,7 +66,8 @@ def _task(model) -> str:
     if hasattr(model, 'rpn_head') and hasattr(model, 'roi_head'):
         return 'detection'
     if hasattr(model, 'decode_head'):
-        return 'segmentation'
+        # depth heads (models/depth) carry a depth range; they learn from gt_depth_map, not gt_sem_seg
+        return 'depth' if hasattr(model.decode_head, 'max_depth') else 'segmentation'
     return 'classification'
 
 
@@ -77,12 +78,14 @@ def _step_function(model, batch: int, size: Tuple[int, int], dtype: torch.dtype,
 
     def run():
         inputs = torch.empty(batch, 3, h, w, dtype=dtype)
-        if task == 'segmentation':
+        if task in ('segmentation', 'depth'):
             from mmengine.structures import PixelData
             from mmseg.structures import SegDataSample
             samples = []
             for _ in range(batch):
-                s = SegDataSample(gt_sem_seg=PixelData(data=torch.zeros(1, h, w, dtype=torch.long)))
+                gt = (dict(gt_depth_map=PixelData(data=torch.ones(1, h, w, dtype=dtype))) if task == 'depth' else
+                      dict(gt_sem_seg=PixelData(data=torch.zeros(1, h, w, dtype=torch.long))))
+                s = SegDataSample(**gt)
                 s.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
                 samples.append(s)
             losses = model(inputs, samples, mode='loss')

@@ -2,6 +2,8 @@ from . import registry  # noqa: F401  (first: the registries the modules below r
 from .backbones import InternViT, InternViTAdapter
 # Classification (linear probing) goes into mmengine's root registry: its configs run without a scope.
 from .classifiers import LinearProbeClassifier
+from .depth import BNBinsDepthHead, DepthTTAModel, DPTDepthHead, GradientMatchingLoss, ViTDepthEstimator
 from .heads import BNLinearHead
 
-__all__ = ['InternViT', 'BNLinearHead', 'InternViTAdapter', 'LinearProbeClassifier']
+__all__ = ['InternViT', 'BNLinearHead', 'InternViTAdapter', 'LinearProbeClassifier', 'BNBinsDepthHead', 'DPTDepthHead',
+           'DepthTTAModel', 'GradientMatchingLoss', 'ViTDepthEstimator']
