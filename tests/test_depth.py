@@ -339,3 +339,77 @@ def test_6b_configs_build_on_meta(config):
     assert model.decode_head.max_depth == max_depth and cfg.test_evaluator.max_depth_eval == max_depth
     if 'kitti' in config:
         assert cfg.model.test_cfg.mode == 'slide' and all(s % 14 == 0 for s in cfg.model.test_cfg.crop_size)
+
+
+# ------------------------------------------------------------------- KITTI
+
+
+def test_kitti_split_file_benchmark_crop_and_sparse_depth(tmp_path):
+    """The Eigen-split file format, 16-bit depth / 256, the 352 x 1216 benchmark crop, Garg's crop and the 80 m cap."""
+    from mmcv.transforms import Compose
+    from mmengine.registry import init_default_scope
+    from PIL import Image
+
+    from internvit_dense.datasets.depth import KITTIDepthDataset
+    init_default_scope('mmseg')
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(2):
+        img = f'2011_09_26/drive_0001_sync/image_02/data/{i:010d}.png'
+        gt = f'drive_0001_sync/proj_depth/groundtruth/image_02/{i:010d}.png'
+        os.makedirs(tmp_path / 'raw' / os.path.dirname(img), exist_ok=True)
+        os.makedirs(tmp_path / 'gt_depth' / os.path.dirname(gt), exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (375, 1242, 3), dtype=np.uint8)).save(tmp_path / 'raw' / img)
+        depth = np.zeros((375, 1242), np.uint16)
+        depth[200:, ::7] = (rng.uniform(2, 90, size=depth[200:, ::7].shape) * 256).astype(np.uint16)  # sparse
+        Image.fromarray(depth).save(tmp_path / 'gt_depth' / gt)
+        lines.append(f'{img} {gt} 721.5377')
+    (tmp_path / 'test.txt').write_text('\n'.join(lines) + '\n')
+    (tmp_path / 'train.txt').write_text('\n'.join(lines + ['2011_09_26/x.png None 721.5377']) + '\n')
+
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs/depth/internvit_6b_linear4_frozen_kitti.py'))
+    pipeline = Compose([t for t in cfg.test_pipeline])
+    test = KITTIDepthDataset(ann_file='test.txt', data_root=str(tmp_path), test_mode=True)
+    assert len(test) == 2 and len(KITTIDepthDataset(ann_file='train.txt', data_root=str(tmp_path))) == 2
+    out = pipeline(test.get_data_info(0))
+    assert out['inputs'].shape[-2:] == (352, 1216) and out['data_samples'].ori_shape == (352, 1216)
+    gt = out['data_samples'].gt_depth_map.data[0]
+    raw = np.asarray(Image.open(tmp_path / 'gt_depth' / lines[0].split()[1]), np.float64)[375 - 352:, 13:13 + 1216]
+    assert torch.allclose(gt.double(), torch.from_numpy(raw / 256.0))  # bottom rows, centred columns, metres
+
+    metric = CheckedDepthMetric(min_depth_eval=1e-3, max_depth_eval=80.0, crop_type='garg')
+    pred = torch.full_like(gt, 20.0)
+    got = run_metric(metric, [(gt.double().numpy(), pred.double().numpy())])
+    keep = (gt.numpy() > 1e-3) & (gt.numpy() < 80) & eval_crop_mask(gt.shape, 'garg').numpy()
+    assert 0 < keep.sum() < (gt.numpy() > 0).sum()  # the cap and the crop both drop pixels; zeros never count
+    assert got['rmse'] == pytest.approx(metrics_by_hand(gt.double().numpy(), pred.double().numpy(), keep)['rmse'],
+                                        abs=1e-6)
+    with pytest.raises(ValueError, match='has no ground truth'):
+        KITTIDepthDataset(ann_file='train.txt', data_root=str(tmp_path), test_mode=True)
+
+
+# three of the six (each builds a ViT-L in ~6 s here): every head and both data sets are among them
+TIMM_CONFIGS = [f'configs/depth/timm_dinov2_vitl14_{c}.py' for c in ('linear1_frozen_kitti', 'linear4_frozen_nyu',
+                                                                     'dpt_frozen_kitti')]
+
+
+@pytest.mark.parametrize('config', TIMM_CONFIGS)
+def test_dinov2_vitl14_configs_build_on_meta(config):
+    """The comparison configs: DINOv2 ViT-L/14 through TimmEncoder, DINOv2's blocks, the same heads and recipe."""
+    from internvit_dense.models.backbones import TimmEncoder
+    cfg = Config.fromfile(os.path.join(ROOT, config))
+    with torch.device('meta'):
+        model = build(cfg.model)
+        bb = model.backbone
+        assert isinstance(bb, TimmEncoder) and bb.model_name == 'vit_large_patch14_dinov2.lvd142m' and bb.frozen
+        assert bb.out_indices == ([23] if 'linear1' in config else [4, 11, 17, 23])
+        size = (350, 1204) if 'kitti' in config else (420, 546)
+        depth = model._forward(torch.empty(1, 3, *size))  # [patch, class token] pairs reach the head
+    backbone = sum(p.numel() for p in bb.parameters())
+    head = sum(p.numel() for p in model.decode_head.parameters())
+    print(f'{config}: backbone {backbone:,} + head {head:,} parameters')
+    assert 300e6 < backbone < 310e6 and all(not p.requires_grad for p in bb.parameters())
+    assert depth.shape[:2] == (1, 1)
+    ref = Config.fromfile(os.path.join(ROOT, config.replace('timm_dinov2_vitl14', 'internvit_6b')))
+    assert cfg.train_dataloader == ref.train_dataloader and cfg.param_scheduler == ref.param_scheduler
+    assert cfg.model.test_cfg == ref.model.test_cfg and cfg.test_evaluator == ref.test_evaluator

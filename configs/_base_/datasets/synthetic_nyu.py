@@ -11,7 +11,7 @@ train_pipeline = [
     dict(type='RandomCrop', crop_size=crop_size),
     dict(type='PackSegInputs', meta_keys={{_base_.meta_keys}}),
 ]
-train_dataloader = dict(batch_size=8, num_workers=2, persistent_workers=True,
+train_dataloader = dict(batch_size=4, num_workers=2, persistent_workers=True,
                         dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(num_workers=1, persistent_workers=True, dataset=dict(data_root=data_root))
 test_dataloader = val_dataloader

@@ -32,6 +32,7 @@ class DPTDepthHead(DepthDecodeHead):
         readout_type: ``'project'`` (DINOv2's), ``'add'`` or ``'ignore'``.
         patch_size: the backbone's patch size (14).
         norm_cfg, act_cfg: of the fusion blocks' conv units and of the last ConvModule.
+        init_depth: the bias of the last conv at the start, in metres (see below).
     """
 
     def __init__(self,
@@ -43,6 +44,7 @@ class DPTDepthHead(DepthDecodeHead):
                  patch_size: int = 14,
                  norm_cfg: Optional[dict] = None,
                  act_cfg: dict = dict(type='ReLU'),
+                 init_depth: float = 1.0,
                  **kwargs):
         super().__init__(in_channels=in_channels, in_index=in_index, **kwargs)
         if len(self.in_index) != 4:
@@ -63,6 +65,10 @@ class DPTDepthHead(DepthDecodeHead):
             nn.Conv2d(channels // 2, 32, kernel_size=3, padding=1),
             nn.ReLU(),
             nn.Conv2d(32, 1, kernel_size=1))
+        # The output is ReLU(x) + min_depth: started near 0 (PyTorch's default bias), most pixels begin below 0,
+        # where the ReLU passes no gradient, and the tiny config's head died there (every prediction min_depth
+        # after 50 iterations). Starting at init_depth metres keeps the ReLU open from the first step.
+        nn.init.constant_(self.conv_depth[-1].bias, init_depth)
 
     @property
     def needs_class_token(self) -> bool:
