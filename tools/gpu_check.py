@@ -173,14 +173,18 @@ def output_to(path: str):
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
+    streams = sys.stdout, sys.stderr
     with open(path, 'ab') as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
+        # Python's own streams onto those descriptors too (pytest, for one, swaps sys.stdout for its own file)
+        sys.stdout, sys.stderr = sys.__stdout__ or sys.stdout, sys.__stderr__ or sys.stderr
         try:
             yield
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
+            sys.stdout, sys.stderr = streams
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             os.close(saved[0])
