@@ -304,17 +304,26 @@ def grads_of(out, inputs, seed=1):
     return torch.autograd.grad(out, inputs, upstream)
 
 
+def mmcv_device(ctx: Context) -> str:
+    """CUDA; with --cpu, mmcv's CPU kernels where it has them (developing this script)."""
+    if ctx.device == 'cuda':
+        mmcv_cuda_ops()
+    return ctx.device
+
+
 def row_msda(dtype_name: str):
     def run(ctx: Context) -> Result:
-        mmcv_cuda_ops()
+        device = mmcv_device(ctx)
         from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction
-        (value, locations, weights), shapes, starts = msda_inputs('cuda')
+        (value, locations, weights), shapes, starts = msda_inputs(device)
         if dtype_name == 'bf16':  # the reference sees the bf16 values: the row measures the op, not the rounding
             value, locations, weights = (t.detach().bfloat16().float().requires_grad_()
                                          for t in (value, locations, weights))
         ref = msda_reference(value.double(), shapes, locations.double(), weights.double())
         ref_grads = grads_of(ref, [value, locations, weights])
         if dtype_name == 'fp32':
+            if device != 'cuda':
+                raise Skip('mmcv has no CPU kernel for it (its CPU path is the PyTorch reference)')
             out = MultiScaleDeformableAttnFunction.apply(value, shapes, starts, locations, weights, 64)
             what, tol = 'mmcv CUDA kernel, fp32', MMCV_FP32_RTOL
         else:
@@ -347,9 +356,9 @@ def roi_inputs(device, seed=0):
 
 def row_roi_align(dtype_name: str):
     def run(ctx: Context) -> Result:
-        mmcv_cuda_ops()
+        device = mmcv_device(ctx)
         import torchvision
-        feats, rois = roi_inputs('cuda')
+        feats, rois = roi_inputs(device)
         if dtype_name == 'bf16':  # the reference sees the bf16 values
             feats, rois = feats.detach().bfloat16().float().requires_grad_(), rois.bfloat16().float()
         kw = dict(output_size=7, spatial_scale=1 / 8, sampling_ratio=2, aligned=True)
@@ -358,7 +367,7 @@ def row_roi_align(dtype_name: str):
         if dtype_name == 'fp32':
             from mmcv.ops import roi_align
             out = roi_align(feats, rois, kw['output_size'], kw['spatial_scale'], kw['sampling_ratio'], 'avg', True)
-            what, tol = 'mmcv CUDA kernel, fp32', MMCV_FP32_RTOL
+            what, tol = f'mmcv {device} kernel, fp32', MMCV_FP32_RTOL
             grad = grads_of(out, [feats])[0]
         else:
             from internvit_dense.models.fp32_ops import Fp32RoIAlign
@@ -381,23 +390,26 @@ def row_roi_align(dtype_name: str):
 
 def row_nms(dtype_name: str):
     def run(ctx: Context) -> Result:
-        mmcv_cuda_ops()
+        device = mmcv_device(ctx)
         import torchvision
         from mmcv.ops import nms
         g = torch.Generator(device='cpu').manual_seed(0)
-        # integer corners and scores k/1024 (k distinct): exact in bf16, so every dtype sees the same boxes
+        # integer corners up to 254 and distinct scores that are bf16 numbers: exact in bf16, so both rows and
+        # torchvision see the same boxes and the same order
         xy = torch.randint(0, 200, (500, 2), generator=g).float()
         wh = torch.randint(8, 56, (500, 2), generator=g).float()
-        boxes = torch.cat([xy, xy + wh], 1).cuda()
-        scores = (torch.randperm(1000, generator=g)[:500].float() / 1024).cuda()
-        expected = torchvision.ops.nms(boxes, scores, 0.5)
+        boxes = torch.cat([xy, xy + wh], 1).to(device)
+        distinct = torch.rand(4000, generator=g).bfloat16().unique().float()
+        scores = distinct[torch.randperm(len(distinct), generator=g)[:500]].to(device)
+        iou = 0.537  # a threshold that integer boxes' IoUs are unlikely to hit exactly ('>' vs '>=')
+        expected = torchvision.ops.nms(boxes, scores, iou)
         if dtype_name == 'fp32':
-            _, keep = nms(boxes, scores, 0.5)
-            note = 'mmcv.ops.nms on CUDA, fp32 boxes, IoU 0.5'
+            _, keep = nms(boxes, scores, iou)
+            note = f'mmcv.ops.nms on {device}, fp32 boxes, IoU {iou}'
         else:  # mmcv's kernel reads boxes as float: the detector configs' fp32_nms
             from internvit_dense.models.fp32_ops import fp32_nms
-            _, keep = fp32_nms(boxes.bfloat16(), scores.bfloat16(), 0.5)
-            note = 'bf16 boxes through fp32_nms (the detector configs\' nms), IoU 0.5'
+            _, keep = fp32_nms(boxes.bfloat16(), scores.bfloat16(), iou)
+            note = f'bf16 boxes through fp32_nms (the detector configs\' nms), IoU {iou}'
         same = keep.long().cpu().tolist() == expected.cpu().tolist()
         figure = f'{len(keep)} of 500 kept, {"same" if same else "NOT the same"} as torchvision'
         if not same:
@@ -540,16 +552,17 @@ def config_6b(ctx: Context):
     return cfg
 
 
-def seg_loss_step(model, wrapper, batch: int, size: int, device: str) -> float:
+def seg_loss_step(model, wrapper, batch: int, size, device: str) -> float:
     """One training step of a segmentor as the runner runs it: forward with labels under the optim
     wrapper's context (autocast for an AmpOptimWrapper), parse, backward, optimizer step."""
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
-    images = torch.randn(batch, 3, size, size, device=device)
+    h, w = size
+    images = torch.randn(batch, 3, h, w, device=device)
     samples = []
     for _ in range(batch):
-        s = SegDataSample(gt_sem_seg=PixelData(data=torch.randint(0, 150, (1, size, size), device=device)))
-        s.set_metainfo(dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size)))
+        s = SegDataSample(gt_sem_seg=PixelData(data=torch.randint(0, 150, (1, h, w), device=device)))
+        s.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
         samples.append(s)
     with wrapper.optim_context(model):
         loss = model.parse_losses(model(images, samples, mode='loss'))[0]
@@ -561,6 +574,7 @@ def model_6b(ctx: Context):
     """The 6B frozen linear config's segmentor, random weights built on the device."""
     def make():
         from internvit_dense.memory_plan.plan import build_model
+        ctx.drop('attn_slice')
         cfg = config_6b(ctx)
         if ctx.device == 'cuda':
             torch.cuda.reset_peak_memory_stats()
@@ -576,37 +590,38 @@ def model_6b(ctx: Context):
 
 
 def row_plan_step(ctx: Context) -> Result:
-    """The memory plan of the 6B frozen linear config against the peak of that step on this card."""
-    if ctx.device != 'cuda':
-        raise Skip('needs CUDA memory statistics')
+    """The memory plan of the 6B frozen linear config against the peak of that step on this card (the config's
+    batch of --batch images at its training crop, 504 px)."""
     from mmengine.optim import build_optim_wrapper
 
-    from internvit_dense.memory_plan import plan_config
+    from internvit_dense.memory_plan import plan_config, training_input_size
     m = model_6b(ctx)
     model, cfg = m['model'], m['cfg']
+    size = training_input_size(cfg)
     model.train()
     wrapper = build_optim_wrapper(model, {k: v for k, v in cfg.optim_wrapper.items()
                                           if k in ('type', 'optimizer', 'constructor', 'paramwise_cfg')})
-    loss = seg_loss_step(model, wrapper, ctx.args.batch, ctx.args.size, 'cuda')
-    torch.cuda.synchronize()
-    measured = torch.cuda.max_memory_allocated() - m['base']
-    finite = math.isfinite(loss)
+    loss = seg_loss_step(model, wrapper, ctx.args.batch, size, ctx.device)
+    synchronize(ctx.device)
+    measured = torch.cuda.max_memory_allocated() - m['base'] if ctx.device == 'cuda' else None
     del wrapper
     model.eval()
     free_memory()
     start = time.perf_counter()
-    gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+    gib = torch.cuda.get_device_properties(0).total_memory / 2**30 if ctx.device == 'cuda' else 80
     plan = plan_config(config_6b(ctx), gpus=1, gpu_memory_gb=gib, batch_size=ctx.args.batch, suggest=False,
                        name=CONFIG_6B)
     plan_seconds = time.perf_counter() - start
+    if measured is None:
+        raise Skip(f'planned {plan.total / 2**30:.2f} GiB (loss {loss:.3f}); no CUDA memory statistics to compare')
     ratio = measured / plan.total
     figure = f'{measured / 2**30:.2f} GiB measured / {plan.total / 2**30:.2f} planned = {ratio:.2f}'
-    note = (f'frozen linear step, batch {ctx.args.batch} x {ctx.args.size}, depth {config_depth(cfg)}: holds '
+    note = (f'frozen linear step, batch {ctx.args.batch} x {size[0]}x{size[1]}, depth {config_depth(cfg)}: holds '
             f'within {PLAN_RANGE[0]:.2f}-{PLAN_RANGE[1]:.2f}; built on the GPU in {m["build_seconds"]:.1f} s, '
             f'planned in {plan_seconds:.1f} s')
     data = dict(measured=measured, planned=plan.total, ratio=ratio, plan=plan.to_dict(),
                 build_seconds=m['build_seconds'])
-    if not finite:
+    if not math.isfinite(loss):
         raise Failed('non-finite loss; ' + note, figure, data)
     if not PLAN_RANGE[0] <= ratio <= PLAN_RANGE[1]:
         raise Failed(note, figure, data)
@@ -943,13 +958,14 @@ def all_rows() -> List[Row]:
     rows = [Row('env', row_env, needs_gpu=False)]
     rows += [Row(f'attn.{k}', row_attn(k), needs_gpu=False) for k in ('eager', 'sdpa', 'flash')]
     rows += [Row('attn.dispatch', row_dispatch, needs_gpu=False)]
-    rows += [Row('6b.mm', row_mm, needs_gpu=False), Row('6b.plan_step', row_plan_step)]
+    rows += [Row('6b.mm', row_mm, needs_gpu=False), Row('6b.plan_step', row_plan_step, needs_gpu=False)]
     rows += [Row(f'6b.forward.{k}', row_6b_forward(k), needs_gpu=False) for k in ATTN_KERNELS]
     rows += [Row(f'6b.step.{k}', row_6b_step(k), needs_gpu=False) for k in ATTN_KERNELS]
     rows += [Row('mmcv.cuda_ops', row_mmcv_ops)]
     for dtype in ('fp32', 'bf16'):
-        rows += [Row(f'mmcv.msda.{dtype}', row_msda(dtype)), Row(f'mmcv.roi_align.{dtype}', row_roi_align(dtype)),
-                 Row(f'mmcv.nms.{dtype}', row_nms(dtype))]
+        rows += [Row(f'mmcv.msda.{dtype}', row_msda(dtype), needs_gpu=False),
+                 Row(f'mmcv.roi_align.{dtype}', row_roi_align(dtype), needs_gpu=False),
+                 Row(f'mmcv.nms.{dtype}', row_nms(dtype), needs_gpu=False)]
     rows += [Row(f'train.{name}.{mode}', row_train(name, mode), needs_gpu=False)
              for name in TRAIN_CONFIGS for mode in TRAIN_MODES]
     return rows
