@@ -511,8 +511,12 @@ def row_dispatch(ctx: Context) -> Result:
             with amp, torch.no_grad():
                 seen[case] = kernels_run(vit.blocks[0].attn, x)[0]
     figure = ', '.join(f'{k}: {v}' for k, v in seen.items())
-    why = ('flash-attn installed, sm80+' if expected == 'flash' else
-           'no CUDA' if ctx.device != 'cuda' else flash_attn_installed() or f'sm{ctx.capability[0]}{ctx.capability[1]} < sm80')
+    if expected == 'flash':
+        why = 'flash-attn installed, sm80+'
+    elif ctx.device != 'cuda':
+        why = 'no CUDA'
+    else:
+        why = flash_attn_installed() or f'sm{ctx.capability[0]}{ctx.capability[1]} < sm80'
     note = f"attn_impl='auto' expected {expected} ({why})"
     if any(v != expected for v in seen.values()):
         raise Failed(note, figure, seen)
@@ -861,7 +865,7 @@ def precision_probe():
             self.handles = []
             loss = (outputs or {}).get('loss')
             if loss is not None:
-                self.losses.append(float(loss))
+                self.losses.append(float(loss.detach() if torch.is_tensor(loss) else loss))
 
     return PrecisionProbe()
 
@@ -986,7 +990,8 @@ def run_row(row: Row, ctx: Context) -> Result:
     except Exception as e:  # a row that crashes is a failed row; the table goes on
         where = traceback.extract_tb(e.__traceback__)[-1]
         msg = str(e).splitlines()[0][:160] if str(e) else ''
-        result = Result(row.name, FAIL, note=f'{type(e).__name__}: {msg} ({osp.basename(where.filename)}:{where.lineno})')
+        at = f'{osp.basename(where.filename)}:{where.lineno}'
+        result = Result(row.name, FAIL, note=f'{type(e).__name__}: {msg} ({at})')
         if ctx.device == 'cuda' and isinstance(e, torch.cuda.OutOfMemoryError):
             free_memory()
     result.name = row.name
