@@ -75,6 +75,11 @@ def test_the_wrapper_the_runner_builds_on_this_cpu():
         out = model(torch.randn(2, 4))
     assert out.dtype == torch.bfloat16
     built.update_params(out.float().sum())
+    # no loss scale, so no overflow skips: a non-finite gradient norm stops the run as without --amp
+    from types import SimpleNamespace
+
+    from internvit_dense.engine.hooks import StopOnNonFiniteLoss
+    assert not StopOnNonFiniteLoss._loss_scaled(SimpleNamespace(optim_wrapper=built))
 
 
 def test_train_with_amp_on_the_cpu_runs_its_matmuls_in_bf16(tmp_path):
