@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Checks a machine with one NVIDIA GPU: what works there and what it measures, as one table.
 
-    python tools/gpu_check.py                                  # every row (a few minutes on one H200)
+    python tools/gpu_check.py                                  # every row
     python tools/gpu_check.py --only mmcv attn --json gpu.json # rows by name or prefix; the table also as JSON
     python tools/gpu_check.py --skip 'train.*.zero1_bf16' 6b.compiled
     python tools/gpu_check.py --list                           # the rows, nothing run
