@@ -4,4 +4,5 @@ _base_ = ['../_base_/models/internvit_depth_linear.py', '../_base_/datasets/nyu_
           '../_base_/default_runtime_depth.py', '../_base_/schedules/schedule_depth_38k.py']
 # The frozen backbone is stored in bf16 (11 GB instead of 22 GB): filled from the checkpoint without an fp32 copy,
 # norms in fp32, features to the fp32 head in fp32 (as the segmentation configs).
-model = dict(backbone=dict(dtype='bfloat16'))
+model = dict(data_preprocessor=dict(size={{_base_.crop_size}}, size_divisor=None),  # padded to the crop
+             backbone=dict(dtype='bfloat16'))

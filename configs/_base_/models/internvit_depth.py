@@ -9,7 +9,7 @@ data_preprocessor = dict(
     bgr_to_rgb=True,
     pad_val=0,
     seg_pad_val=0,  # depth padding is "no depth": 255 would be learned as 255 m (ViTDepthEstimator refuses it)
-    size_divisor=14)  # training batches padded to whole patches (the crops are already); test images as they come
+    size_divisor=14)  # training batches padded to whole patches; the leaves pad to their crop (size=crop_size)
 model = dict(
     type='ViTDepthEstimator',
     data_preprocessor=data_preprocessor,
