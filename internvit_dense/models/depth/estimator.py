@@ -50,9 +50,6 @@ class ViTDepthEstimator(DepthEstimator):
         # a bf16 backbone's features reach the fp32 head in fp32
         return [(x.to(inputs.dtype), c.to(inputs.dtype)) for x, c in pairs]
 
-    def _forward(self, inputs: Tensor, data_samples=None) -> Tensor:
-        return self.decode_head.forward(self.extract_feat(inputs))
-
     def _infer(self, inputs: Tensor, batch_img_metas: List[dict]) -> Tensor:
         mode = self.test_cfg.get('mode', 'whole')
         if mode == 'slide':  # an if/elif chain: upstream's second `if` sent 'slide' on to whole (issue 3655)
