@@ -112,11 +112,12 @@ def main(argv=None):
 
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
+    from internvit_dense.apis import NonFiniteWeightsError
     from internvit_dense.checkpoint import CheckpointError
     from internvit_dense.checkpoint.files import UnreadableCheckpointError
     try:
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    except UnreadableCheckpointError as e:  # damaged or not a checkpoint: the message says what to do
+    except (UnreadableCheckpointError, NonFiniteWeightsError) as e:  # the message says what to do
         raise SystemExit(str(e)) from None
     except CheckpointError as e:
         raise SystemExit(f'checkpoint {args.checkpoint} does not fit the model of {args.config}:\n{e}') from None

@@ -305,6 +305,8 @@ def run_extract(data_root: str, encoder: str = 'internvit', checkpoint: Optional
         pipeline = train_pipeline(img_size) if augment else eval_pipeline(img_size, resize_size)
         if restart and not cache.is_complete(split):
             cache.drop_split(split)
+        for problem in cache.drop_if_damaged(split):
+            log(f'  {split}: {problem}; extracting the split again')
         before = len(cache.splits.get(split, {}).get('done', []))
         try:
             info = extract_split(cache, split, [p for p, _ in items], [lab for _, lab in items], model, pipeline,

@@ -387,7 +387,15 @@ class InternViT(BaseModule):
             raise CheckpointError(f'{path} carries no config.json: pass arch= to say which InternViT it holds')
         with torch.device('meta'):
             model = cls(dtype=dtype, **kwargs)
-        model.load_pretrained(reader)
+        try:
+            model.load_pretrained(reader)
+        except CheckpointError as e:
+            if from_file is None:
+                raise
+            told = {k: v for k, v in from_file.items() if k not in kwargs or kwargs[k] == v}
+            raise CheckpointError(f'{e}; the architecture came from {reader.path}/config.json ({told}), which does '
+                                  'not describe the weights beside it: fix config.json, or override it with arch=... '
+                                  '(and patch_size=...)') from e
         return model
 
     def load_pretrained(self, path, prefix: Optional[str] = None, strict: bool = True, logger: str = 'current') -> dict:
