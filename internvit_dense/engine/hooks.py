@@ -197,7 +197,7 @@ class SafeCheckpointHook(CheckpointHook):
         loop, val_loop = runner.train_loop, runner.val_loop
         if val_loop is None or not hasattr(loop, 'val_interval'):
             return
-        by_epoch = hasattr(loop, 'max_epochs')
+        by_epoch = _by_epoch(loop)
         step, last = (loop.epoch, loop.max_epochs) if by_epoch else (loop.iter, loop.max_iters)
         if step == 0 or step < loop.val_begin or not (step % loop.val_interval == 0 or step == last):
             return
@@ -273,13 +273,19 @@ class SafeCheckpointHook(CheckpointHook):
             _set_random_states(state)
 
 
+def _by_epoch(loop) -> bool:
+    """Whether a train loop counts epochs (IterBasedTrainLoop has a max_epochs too: 1)."""
+    from mmengine.runner import EpochBasedTrainLoop
+    return isinstance(loop, EpochBasedTrainLoop)
+
+
 class NothingToTrain(RuntimeError):
     """A resumed run whose checkpoint is already at (or past) the end of the schedule."""
 
 
 def _refuse_nothing_to_train(runner) -> None:
     loop = runner.train_loop
-    done, end, unit = ((loop.epoch, loop.max_epochs, 'epoch') if hasattr(loop, 'max_epochs')
+    done, end, unit = ((loop.epoch, loop.max_epochs, 'epoch') if _by_epoch(loop)
                        else (loop.iter, loop.max_iters, 'iteration'))
     if done > 0 and done >= end:
         key = 'train_cfg.max_epochs' if unit == 'epoch' else 'train_cfg.max_iters'
