@@ -43,8 +43,10 @@ def written_atomically(path: str):
     except OSError as e:
         with contextlib.suppress(OSError):
             os.remove(temp)
-        raise OutputWriteError(e.errno, f'could not write {path}: {e.strerror or e}; {free_space(folder)} free in '
-                                        f'{folder}; nothing was left under that name') from e
+        error = OutputWriteError(f'could not write {path}: {e.strerror or e}; {free_space(folder)} free in {folder}; '
+                                 'nothing was left under that name')
+        error.errno = e.errno
+        raise error from e
 
 
 def find_images(inputs: List[str]) -> List[str]:

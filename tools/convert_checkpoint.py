@@ -24,6 +24,8 @@ import time
 
 import torch
 
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without install
+
 from internvit_dense.checkpoint import FORMATS, CheckpointError, open_checkpoint, write_checkpoint
 from internvit_dense.checkpoint.files import atomic_destination
 from internvit_dense.models.backbones import InternViT
