@@ -155,10 +155,11 @@ class Segmentation:
         from PIL import Image
         result = segment(self.model, bgr)
         labels = result.pred_sem_seg.data[0].cpu().numpy()
-        with written_atomically(osp.join(out_dir, f'{stem}_labels.png')) as temp:
-            Image.fromarray(np.where(labels < 255, labels, 255).astype(np.uint8)).save(temp, format='PNG')
+        # the overlay first: mmseg's drawing fails on some images (1x1), and a skipped image leaves no output
         with written_atomically(osp.join(out_dir, f'{stem}_overlay.png')) as temp:
             self.visualizer.add_datasample(stem, rgb, data_sample=result, draw_gt=False, show=False, out_file=temp)
+        with written_atomically(osp.join(out_dir, f'{stem}_labels.png')) as temp:
+            Image.fromarray(np.where(labels < 255, labels, 255).astype(np.uint8)).save(temp, format='PNG')
         counts = Counter(dict(zip(*np.unique(labels, return_counts=True))))
         self.pixels.update(counts)
         top = ', '.join(f'{self.name(c)} {n / labels.size:.0%}' for c, n in counts.most_common(3))
@@ -214,8 +215,8 @@ def task_for(model, opacity: float = 0.5, score_thr: float = 0.3):
 
 
 def predict_images(task, images: List[str], out_dir: str, progress: bool = True) -> List[str]:
-    """Runs ``task`` over ``images`` into ``out_dir``, a line per image. An image that cannot be read or
-    predicted (not an image, too small for the model) is named, skipped, and returned with the reason at
+    """Runs ``task`` over ``images`` into ``out_dir``, a line per image. An image that cannot be read,
+    predicted or drawn (not an image, too small for the model, 1x1 for mmseg's drawing) is named, skipped, and returned with the reason at
     the end; a failed write (OutputWriteError: a full disk fails every later one too) stops the run."""
     import mmcv
     from tqdm import tqdm
@@ -234,7 +235,7 @@ def predict_images(task, images: List[str], out_dir: str, progress: bool = True)
             continue
         except (ValueError, IndexError, RuntimeError, TypeError) as e:  # the model's errors name no file
             h, w = bgr.shape[:2]
-            skipped.append(f'{image} ({w}x{h}) could not be predicted: {e}')
+            skipped.append(f'{image} ({w}x{h}) could not be predicted or drawn: {e}')
             tqdm.write(f'  skipped: {skipped[-1]}')
             continue
         tqdm.write(f'  {image}: {line}')
