@@ -21,12 +21,13 @@ class ConfigOptionsAction(DictAction):
     """mmengine's ``DictAction`` (``--cfg-options key=value ...``), except that a value that is one string
     keeps its spaces: mmengine removes every space of every value (``data_root="/data/ADE 20k"`` became
     ``/data/ADE20k``), which is right for ``[1, 2]`` but leaves no way to pass such a path. Lists and
-    tuples are parsed as mmengine parses them; a quoted value is taken as it is, quotes removed."""
+    tuples are parsed as mmengine parses them (quoted or not); another quoted value is taken as it is, quotes
+    removed."""
 
     @staticmethod
     def _parse_iterable(val: str):
         text = val.strip()
-        if len(text) >= 2 and text[0] == text[-1] and text[0] in '"\'':
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in '"\'' and text[1:2] not in '([':
             return text[1:-1]
         if text[:1] not in '([' and ',' not in text:
             return DictAction._parse_int_float_bool(text)
@@ -70,7 +71,7 @@ def near_miss_keys(cfg: Config) -> List[str]:
 
 # The arguments mmengine's Runner.setup_env reads from env_cfg (it ignores any other key).
 ENV_CFG_KEYS = {'cudnn_benchmark', 'mp_cfg', 'dist_cfg', 'resource_limit'}
-# Sections built from a config dict whose keys become keyword arguments: (registry, class when no type).
+# Sections built from a config dict whose keys become keyword arguments: the registry of their type.
 BUILT_SECTIONS = {'train_cfg': 'LOOPS', 'val_cfg': 'LOOPS', 'test_cfg': 'LOOPS', 'val_evaluator': 'METRICS',
                   'test_evaluator': 'METRICS', 'log_processor': 'LOG_PROCESSORS', 'visualizer': 'VISUALIZERS'}
 DEFAULT_CLASSES = {'val_cfg': 'ValLoop', 'test_cfg': 'TestLoop', 'log_processor': 'LogProcessor'}
