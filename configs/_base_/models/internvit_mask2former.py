@@ -15,4 +15,4 @@ model = dict(
         frozen=True,
         with_cp=False,
         init_cfg=dict(type='Pretrained', checkpoint='pretrained/intern_vit_6b_224px.pth')),
-    neck=dict(type='Feature2Pyramid', embed_dim=3200, rescales=[4, 2, 1, 0.5], norm_cfg=dict(type='LN2d', eps=1e-6)))
+    neck=dict(_delete_=True, type='Feature2Pyramid', embed_dim=3200, rescales=[4, 2, 1, 0.5], norm_cfg=dict(type='LN2d', eps=1e-6)))
