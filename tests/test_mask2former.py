@@ -227,3 +227,54 @@ def test_tiny_semantic_config_trains_and_validates_in_slide_mode_through_train_p
     losses = [json.loads(line)['loss'] for line in open(scalars[0]) if '"loss"' in line]
     assert len(losses) == 4 and losses[-1] < losses[0], losses
     assert re.search(r'Iter\(val\) \[2/2\].*mIoU: [\d.]+', proc.stdout + proc.stderr)
+
+
+# ------------------------------------------------------------------ COCO: mmdet's Mask2Former
+COCO = 'configs/mask2former/internvit_6b_adapter_mask2former_frozen_{}_3x_coco.py'
+
+
+@pytest.mark.parametrize('task,things,stuff,trainable,total', [
+    ('instance', 80, 0, 217_813_289, 6_121_182_889),
+    ('panoptic', 80, 53, 217_826_910, 6_121_196_510),
+])
+def test_6b_coco_mask2former_configs_build_on_meta(task, things, stuff, trainable, total):
+    cfg = Config.fromfile(COCO.format(task))
+    init_default_scope('mmdet')
+    from mmdet.registry import MODELS
+    with torch.device('meta'):
+        model = MODELS.build(cfg.model)
+    print(f'{task}: trainable {counts(model)[0]:,} / total {counts(model)[1]:,}')
+    assert counts(model) == (trainable, total)
+    assert type(model).__name__ == 'Mask2Former' and model.backbone.vit.frozen
+    head = model.panoptic_head
+    assert (head.num_things_classes, head.num_stuff_classes, head.num_queries) == (things, stuff, 100)
+    assert head.loss_cls.class_weight == [1.0] * (things + stuff) + [0.1]
+    assert model.test_cfg.panoptic_on == (task == 'panoptic') and model.test_cfg.instance_on
+    assert cfg.optim_wrapper.clip_grad == dict(max_norm=0.01, norm_type=2)
+    evaluators = cfg.val_evaluator if isinstance(cfg.val_evaluator, list) else [cfg.val_evaluator]
+    assert ('CocoPanopticMetric' in [e.type for e in evaluators]) == (task == 'panoptic')
+
+
+def test_tiny_instance_config_learns_through_train_py(tmp_path):
+    """mmdet's Mask2Former on the tiny adapter, 25 iterations of 4 images on the synthetic COCO set. Measured on this
+    CPU (16 val images): bbox AP 0.356, segm AP 0.415 after 25 iterations; 0.609 / 0.729 after the tiny schedule's
+    100 (docs/mask2former.md). An untrained model scores ~0; the thresholds keep a wide margin."""
+    import re
+
+    from seg_utils import run_tool
+
+    from internvit_dense.datasets.synthetic_coco import generate_synthetic_coco
+    root = tmp_path / 'coco'
+    generate_synthetic_coco(str(root), num_train=100, num_val=8, seed=0, progress=False, overwrite=True)
+    ann = f'{root}/annotations/instances_val2017.json'
+    options = ['--cfg-options', f'train_dataloader.dataset.data_root={root}/', f'val_dataloader.dataset.data_root={root}/',
+               f'test_dataloader.dataset.data_root={root}/', f'val_evaluator.ann_file={ann}',
+               f'test_evaluator.ann_file={ann}', 'train_dataloader.num_workers=0',
+               'train_dataloader.persistent_workers=False', 'val_dataloader.num_workers=0',
+               'val_dataloader.persistent_workers=False', 'train_cfg.max_iters=25', 'train_cfg.val_interval=25',
+               'param_scheduler.0.end=5', 'default_hooks.checkpoint.interval=25']
+    proc = run_tool('train.py', 'configs/mask2former/tiny/tiny_adapter_mask2former_instance_synthetic.py',
+                    '--work-dir', tmp_path / 'work', *options, threads=1)
+    found = dict(re.findall(r'coco/(bbox_mAP|segm_mAP): ([\d.]+)', proc.stdout + proc.stderr))
+    print(f'tiny Mask2Former instance after 25 iterations: {found}')
+    assert float(found['bbox_mAP']) > 0.1 and float(found['segm_mAP']) > 0.15, found
