@@ -294,3 +294,4 @@ def test_tiny_instance_config_learns_through_train_py(tmp_path):
     found = dict(re.findall(r'coco/(bbox_mAP|segm_mAP): ([\d.]+)', proc.stdout + proc.stderr))
     print(f'tiny Mask2Former instance after 25 iterations: {found}')
     assert float(found['bbox_mAP']) > 0.1 and float(found['segm_mAP']) > 0.15, found
+
