@@ -8,9 +8,9 @@ that invokes a tool says on its first line why a reader can trust it:
     # tested: tests/test_seg_e2e.py::test_upernet_full_learns    (the command, on tiny data, runs in that test)
     # needs: GPUs and ADE20K                                     (it cannot run here: what it needs)
 
-Each ``tested:`` test must exist and one of them run each tool the block runs; a ``needs:`` line must name a GPU, real data or released
-weights. Synopsis notation is read as a reader reads it: ``[--flag VALUE]`` is the flag given, ``{a,b}`` the first
-choice, ``...`` is left out; UPPER-CASE words (CONFIG, CHECKPOINT) are placeholders.
+Each ``tested:`` test must exist and one of them run each tool the block runs; a ``needs:`` line must name a GPU,
+real data or released weights. Synopsis notation is read as a reader reads it: ``[--flag VALUE]`` is the flag
+given, ``{a,b}`` the first choice, ``...`` is left out; UPPER-CASE words (CONFIG, CHECKPOINT) are placeholders.
 """
 import argparse
 import ast
