@@ -85,7 +85,7 @@ def tmp_work(tmp_path):
 #   coco_small    COCO layout, 8 / 2 images, seed 0
 #   coco_learn    COCO layout, COCO_LEARN images, seed 0: the tiny Mask R-CNN that must find the objects
 ADE20K_LEARN = dict(num_train=200, num_val=12)
-COCO_LEARN = dict(num_train=160, num_val=12)
+COCO_LEARN = dict(num_train=160, num_val=24)
 
 
 def _ade20k(tmp_path_factory, name, **sizes):
