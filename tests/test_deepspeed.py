@@ -31,7 +31,6 @@ import torch
 from conftest import load_tool
 from seg_utils import ROOT, TINY, load_ckpt, miou_of, run_tool
 
-from internvit_dense.datasets.synthetic_ade20k import generate_synthetic_ade20k
 from internvit_dense.engine.deepspeed import free_port
 
 ITERS = 6
@@ -131,10 +130,8 @@ def assert_losses_match(got, expected, rtol=LOSS_RTOL):
 
 # --------------------------------------------------------------- fixtures
 @pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp('ds_ade')
-    generate_synthetic_ade20k(str(root), num_train=8, num_val=2, seed=1, progress=False, overwrite=True)
-    return root
+def data(ade20k_small):
+    return ade20k_small  # the test run's shared 8-image set (tests/conftest.py)
 
 
 @pytest.fixture(scope='module')
