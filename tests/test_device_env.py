@@ -62,8 +62,9 @@ def test_a_deepspeed_that_fails_to_import_stops_only_deepspeed_runs(tmp_path):
 
     train = os.path.join(ROOT, 'tools', 'train.py')
     # mmengine imports its DeepSpeed strategy with the runner: without the guard the first run fails at import
-    proc, exits = run_with_broken_deepspeed([train, config, '--work-dir', tmp_path / 'plain', *options],
-                                            [train, config, '--work-dir', tmp_path / 'ds', '--deepspeed', '1', *options])
+    proc, exits = run_with_broken_deepspeed(
+        [train, config, '--work-dir', tmp_path / 'plain', *options],
+        [train, config, '--work-dir', tmp_path / 'ds', '--deepspeed', '1', *options])
     assert proc.returncode == 0 and len(exits) == 2, proc.stderr[-4000:]
     assert exits[0] == '0' and (tmp_path / 'plain' / 'iter_1.pth').is_file(), proc.stderr[-4000:]
     print(f'  the DeepSpeed run stops with: {exits[1]}')
@@ -83,7 +84,7 @@ def fake_nvidia_smi(monkeypatch, gpus=('NVIDIA H100 80GB HBM3',), driver='535.10
                    '| 0  NVIDIA H100 80GB HBM3  ...\n')
         return subprocess.CompletedProcess(cmd, 0, stdout=out, stderr='')
 
-    monkeypatch.setattr(device_env.shutil, 'which', lambda name: '/usr/bin/nvidia-smi' if name == 'nvidia-smi' else None)
+    monkeypatch.setattr(device_env.shutil, 'which', lambda name: {'nvidia-smi': '/usr/bin/nvidia-smi'}.get(name))
     monkeypatch.setattr(device_env.subprocess, 'run', run)
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)

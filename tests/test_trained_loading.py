@@ -145,8 +145,8 @@ def test_training_fills_the_backbone_from_its_checkpoint_without_random_init(dat
                for i, (k, v) in enumerate(vit.state_dict().items())}
     torch.save(weights, tmp_path / 'pretrained.pth')
     config = tmp_path / 'pretrained_linear.py'
-    config.write_text(f"_base_ = ['{os.path.abspath(LINEAR)}']\n"
-                      f"model = dict(backbone=dict(init_cfg=dict(_delete_=True, type='Pretrained', checkpoint='{tmp_path}/pretrained.pth')))\n")
+    init_cfg = f"dict(_delete_=True, type='Pretrained', checkpoint='{tmp_path}/pretrained.pth')"
+    config.write_text(f"_base_ = ['{os.path.abspath(LINEAR)}']\nmodel = dict(backbone=dict(init_cfg={init_cfg}))\n")
     load_tool('train').main([str(config), '--work-dir', str(tmp_path / 'work'), *data_options(data_root),
                              'train_cfg.max_iters=1', 'default_hooks.checkpoint.interval=1', 'val_dataloader=None',
                              'val_cfg=None', 'val_evaluator=None', 'train_dataloader.batch_size=1'])

@@ -1,4 +1,4 @@
-# First, before any mmengine runner or optimizer module loads: mmengine imports DeepSpeed there and catches
+# First, before mmengine.runner loads: it imports DeepSpeed (mmengine/_strategy/deepspeed.py) catching
 # only ImportError, so a DeepSpeed that fails otherwise (no CUDA toolkit on a GPU host) would stop every tool
 from .device_env import guard_deepspeed_import
 

@@ -3,8 +3,8 @@ says so in one line instead of failing deep inside a kernel or quietly training 
 
 - :func:`guard_deepspeed_import`: on a GPU host without the CUDA toolkit, ``import deepspeed`` raises
   (DeepSpeed's op builders ask for the CUDA version: ``MissingCUDAException: CUDA_HOME does not exist``),
-  and mmengine, which imports DeepSpeed when its runner and optimizer modules load, catches only
-  ``ImportError``. The guard turns any such failure into DeepSpeed being absent for mmengine, so every
+  and mmengine, which imports DeepSpeed with its runner module (``mmengine/_strategy/deepspeed.py``),
+  catches only ``ImportError``. The guard turns any such failure into DeepSpeed being absent for mmengine, so every
   config without DeepSpeed still runs; a DeepSpeed config stops with :func:`deepspeed_unavailable`'s line.
 - :func:`torch_gpu_mismatch`: ``nvidia-smi`` lists GPUs but torch cannot use them (a torch built for a
   newer CUDA than the driver supports, or a CPU-only torch): refused with both versions named.
@@ -31,8 +31,8 @@ def guard_deepspeed_import() -> Optional[BaseException]:
     ``sys.modules`` and blocks it (``sys.modules['deepspeed'] = None``: every later ``import deepspeed``
     raises ImportError, which mmengine treats as "not installed"). Returns the error, if any.
 
-    Must run before mmengine's runner or optimizer modules are imported (``internvit_dense.engine``
-    calls it first thing): mmengine imports DeepSpeed in both.
+    Must run before ``mmengine.runner`` is imported (``internvit_dense.engine`` calls it first thing),
+    which imports DeepSpeed through mmengine's DeepSpeed strategy.
     """
     if _deepspeed_error:
         return _deepspeed_error[0]
@@ -101,7 +101,7 @@ def torch_gpu_mismatch() -> Optional[str]:
     driver_says = f'driver {driver or "?"}, which supports CUDA up to {driver_cuda or "?"}'
     if torch.version.cuda is None:
         why = f'torch {torch.__version__} is a build without CUDA'
-        fix = f'install a torch built for CUDA {driver_cuda} or older' if driver_cuda else 'install a CUDA build of torch'
+        fix = f'install a torch built for CUDA {driver_cuda} or older' if driver_cuda else 'install a CUDA torch'
     else:
         why = f'torch {torch.__version__} is built for CUDA {torch.version.cuda}'
         fix = (f'install a torch built for CUDA {driver_cuda} or older, or a driver that supports CUDA '
