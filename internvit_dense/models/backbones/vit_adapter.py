@@ -26,10 +26,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
-from mmcv.ops import MultiScaleDeformableAttention
 from mmengine.model import BaseModule
 from timm.layers import DropPath, trunc_normal_
 
+from ..fp32_ops import Fp32MultiScaleDeformableAttention
 from ..registry import DET_MODELS, ENGINE_MODELS, SEG_MODELS
 from .internvit import InternViT
 
@@ -95,7 +95,7 @@ def in_dtype_of(inputs: DeformInputs, tokens: torch.Tensor) -> dict:
     A model cast to bf16/fp16 (DeepSpeed, ``model.half()``) has half-precision sampling
     offsets but float32 reference points; their sum stays float32 and mmcv's CPU path
     then hands ``grid_sample`` a float32 grid for a half-precision value, which it
-    refuses. mmcv's CUDA kernel casts the locations to the value's dtype anyway.
+    refuses. (A bf16 sampling runs in fp32 anyway: models/fp32_ops.py.)
     Under autocast the tokens are float32 and nothing changes.
     """
     return inputs._replace(reference_points=inputs.reference_points.to(tokens.dtype))._asdict()
@@ -124,12 +124,13 @@ def maybe_checkpoint(enabled: bool, fn: Callable, *args):
 
 # ------------------------------------------------------------------ modules
 def deformable_attention(dims: int, num_heads: int, num_levels: int, num_points: int,
-                         ratio: float) -> MultiScaleDeformableAttention:
-    # mmcv's module: its compiled kernel on CUDA, its PyTorch (grid_sample) path on CPU.
+                         ratio: float) -> Fp32MultiScaleDeformableAttention:
+    # mmcv's module: its compiled kernel on CUDA, its PyTorch (grid_sample) path on CPU; the sampling in fp32
+    # for bf16 inputs (mmcv's CUDA kernel has no bf16; fp32_ops.py).
     # dropout=0: mmcv's default of 0.1 would drop the attention output, which the adapter never does.
-    return MultiScaleDeformableAttention(embed_dims=dims, num_heads=num_heads, num_levels=num_levels,
-                                         num_points=num_points, dropout=0.0, batch_first=True,
-                                         value_proj_ratio=ratio)
+    return Fp32MultiScaleDeformableAttention(embed_dims=dims, num_heads=num_heads, num_levels=num_levels,
+                                             num_points=num_points, dropout=0.0, batch_first=True,
+                                             value_proj_ratio=ratio)
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, stride: int, norm_cfg: dict) -> nn.Sequential:
@@ -379,7 +380,7 @@ class InternViTAdapter(BaseModule):
         # after the generic Linear init: mmcv's own (offsets spread around each reference point,
         # uniform attention weights) is what makes deformable attention start sensibly
         for m in self.interactions.modules():
-            if isinstance(m, MultiScaleDeformableAttention):
+            if isinstance(m, Fp32MultiScaleDeformableAttention):
                 m.init_weights()
         nn.init.normal_(self.level_embed)
 
