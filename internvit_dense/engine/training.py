@@ -111,20 +111,25 @@ def train(cfg: Config, config_path: str, resume: Optional[str] = None, deepspeed
     from mmengine.registry import RUNNERS
     from mmengine.runner import FlexibleRunner, Runner
 
+    # the backbone the model is trained from: built on the meta device and filled from its checkpoint
+    from internvit_dense.models.backbones.internvit import backbones_from_pretrained
+
     with run_in_work_dir(cfg.work_dir):  # the lock; a NaN stop or a failed checkpoint write ends with its message
         resolve_resume(cfg, resume, deepspeed=deepspeed)
         if check_memory_plan:
             from internvit_dense.memory_plan import stop_if_it_cannot_fit
             stop_if_it_cannot_fit(cfg, config_path)  # CUDA machines only: before the model is built
         add_safety_hooks(cfg)
-        if 'runner_type' in cfg:
-            runner = RUNNERS.build(cfg)
-        elif deepspeed:
-            # runner_type stays out of the config (and of the copy saved in the work dir), so that
-            # tools/test.py evaluates with the plain Runner
-            runner = FlexibleRunner.from_cfg(cfg)
-        else:
-            runner = Runner.from_cfg(cfg)
-        runner.train()
+        # Runner builds the model in its constructor, FlexibleRunner in train(): both inside
+        with backbones_from_pretrained():
+            if 'runner_type' in cfg:
+                runner = RUNNERS.build(cfg)
+            elif deepspeed:
+                # runner_type stays out of the config (and of the copy saved in the work dir), so that
+                # tools/test.py evaluates with the plain Runner
+                runner = FlexibleRunner.from_cfg(cfg)
+            else:
+                runner = Runner.from_cfg(cfg)
+            runner.train()
         shutdown_distributed()
     print(f'training finished: checkpoints and logs in {osp.abspath(cfg.work_dir)}')
