@@ -25,7 +25,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS
 
-from internvit_dense.checkpoint import CheckpointError, fill_module, meta_tensors
+from internvit_dense.checkpoint import CheckpointError, fill_module, meta_tensors, resolve_checkpoint
 from internvit_dense.checkpoint.model_checkpoints import check_fits, log_loaded, read_model_checkpoint
 
 
@@ -86,7 +86,7 @@ def build_trained(model_cfg: dict, checkpoint: Union[str, os.PathLike]) -> Tuple
     """
     from internvit_dense.models.backbones.internvit import InternViT, backbones_on_meta
 
-    checkpoint = str(checkpoint)
+    checkpoint = resolve_checkpoint(checkpoint)  # a local path wins; else a Hub name's cached copy
     _check_path(checkpoint)
     # ours, or one of InternVL's released task checkpoints under our key names
     ckpt = read_model_checkpoint(checkpoint)

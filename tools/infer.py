@@ -21,7 +21,8 @@ def parse_args(argv=None):
     from internvit_dense.engine.cli import ConfigOptionsAction
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('config')
-    p.add_argument('checkpoint', help='a training checkpoint or a state dict (tools/zero_to_fp32.py for DeepSpeed)')
+    p.add_argument('checkpoint', help='a training checkpoint or a state dict (tools/zero_to_fp32.py for DeepSpeed), '
+                   'a local path or hf://ORG/NAME/FILE')
     p.add_argument('inputs', nargs='+', help='images, or folders of images (searched recursively)')
     p.add_argument('--out-dir', default='work_dirs/infer', help='(default: %(default)s)')
     p.add_argument('--device', default=None, help='default: cuda:0 if available, else cpu')

@@ -9,12 +9,16 @@ from typing import List, Optional
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 
+from .device_env import check_device_environment
 from .workarounds import apply_process_workarounds
 
 
 def setup_entry_point() -> None:
-    """The first call of every tool's main(): the process-level workarounds (engine/workarounds.py)."""
+    """The first call of every tool's main(): the process-level workarounds (engine/workarounds.py), and
+    the machine's GPU stack checked (engine/device_env.py: torch that cannot use the GPUs nvidia-smi
+    lists is refused, mmcv ops without CUDA on a GPU machine named)."""
     apply_process_workarounds()
+    check_device_environment()
 
 
 class ConfigOptionsAction(DictAction):
@@ -232,6 +236,32 @@ def process_rank() -> int:
     return 0
 
 
+def launcher_world_size(launcher: Optional[str]) -> int:
+    """The run's number of processes before torch.distributed is up, from the launcher's environment.
+
+    Under Slurm, WORLD_SIZE is set by mmengine's Slurm launcher only when the Runner starts
+    (``mmengine.dist.utils._init_dist_slurm``), after the checks that need it: Slurm's own
+    SLURM_NTASKS is read there (and SLURM_PROCID is the rank, see :func:`process_rank`).
+    """
+    if launcher == 'slurm':
+        if 'SLURM_NTASKS' not in os.environ:
+            raise SystemExit('--launcher slurm, but SLURM_NTASKS is not set: run it inside a Slurm job step '
+                             '(srun, as tools/slurm_train.sh does)')
+        return int(os.environ['SLURM_NTASKS'])
+    if launcher == 'mpi' and 'OMPI_COMM_WORLD_SIZE' in os.environ:
+        return int(os.environ['OMPI_COMM_WORLD_SIZE'])
+    return int(os.environ.get('WORLD_SIZE', '1'))
+
+
+def launcher_local_rank(launcher: Optional[str]) -> int:
+    """This process's index on its machine (which GPU it takes), before torch.distributed is up."""
+    if launcher == 'slurm' and 'SLURM_LOCALID' in os.environ:
+        return int(os.environ['SLURM_LOCALID'])
+    if launcher == 'mpi' and 'OMPI_COMM_WORLD_LOCAL_RANK' in os.environ:
+        return int(os.environ['OMPI_COMM_WORLD_LOCAL_RANK'])
+    return int(os.environ.get('LOCAL_RANK', '0'))
+
+
 def resolve_resume(cfg: Config, resume: Optional[str], deepspeed: bool = False) -> None:
     """--resume alone continues from the work dir's latest whole checkpoint (looked up inside the work
     dir, whatever absolute path mmengine recorded); --resume PATH from PATH, which must be whole.
@@ -258,6 +288,6 @@ def resolve_resume(cfg: Config, resume: Optional[str], deepspeed: bool = False) 
     if deepspeed:
         from internvit_dense.engine.deepspeed import check_zero_checkpoint
         try:
-            check_zero_checkpoint(path, world_size=int(os.environ.get('WORLD_SIZE', '1')))
+            check_zero_checkpoint(path, world_size=launcher_world_size(cfg.get('launcher')))
         except ValueError as e:
             raise SystemExit(f'--resume: {e}') from None

@@ -333,15 +333,18 @@ def stop_if_it_cannot_fit(cfg, config_name: str, gpu_memory_gb: Optional[float] 
     """``tools/train.py``'s check before the model is built: on CUDA machines, a run whose plan does not fit
     the GPUs stops with the plan's one line (what to run instead). Nothing happens on CPU-only machines
     (host memory is not what the plan sizes), and a plan that fails to run only warns.
-    ``gpu_memory_gb`` / ``gpus`` default to this machine's GPU and the run's WORLD_SIZE."""
-    import os
+    ``gpu_memory_gb`` / ``gpus`` default to this machine's GPU and the run's number of processes as its
+    launcher gives it (under Slurm SLURM_NTASKS: WORLD_SIZE is not set yet)."""
     import warnings
+
+    from internvit_dense.engine.cli import launcher_local_rank, launcher_world_size
+    launcher = cfg.get('launcher')
     if gpu_memory_gb is None:
         if not torch.cuda.is_available():
             return
-        local = int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()
+        local = launcher_local_rank(launcher) % torch.cuda.device_count()
         gpu_memory_gb = torch.cuda.get_device_properties(local).total_memory / GiB
-    gpus = gpus or int(os.environ.get('WORLD_SIZE', '1'))
+    gpus = gpus or launcher_world_size(launcher)
     try:
         plan = plan_config(copy.deepcopy(cfg), gpus=gpus, gpu_memory_gb=gpu_memory_gb, name=config_name)
     except Exception as e:  # the plan advises; it must not be what stops a run that may fit
