@@ -4,7 +4,7 @@ from .backbones import InternViT, InternViTAdapter
 # Classification (linear probing) goes into mmengine's root registry: its configs run without a scope.
 from .classifiers import LinearProbeClassifier
 from .depth import BNBinsDepthHead, DepthTTAModel, DPTDepthHead, GradientMatchingLoss, ViTDepthEstimator
-from .heads import BNLinearHead
+from .heads import BNLinearHead, SlideSafeMask2FormerHead
 
-__all__ = ['InternViT', 'BNLinearHead', 'InternViTAdapter', 'LinearProbeClassifier', 'BNBinsDepthHead', 'DPTDepthHead',
-           'DepthTTAModel', 'GradientMatchingLoss', 'ViTDepthEstimator']
+__all__ = ['InternViT', 'BNLinearHead', 'InternViTAdapter', 'LinearProbeClassifier', 'SlideSafeMask2FormerHead',
+           'BNBinsDepthHead', 'DPTDepthHead', 'DepthTTAModel', 'GradientMatchingLoss', 'ViTDepthEstimator']

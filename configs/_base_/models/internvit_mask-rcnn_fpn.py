@@ -31,7 +31,8 @@ model = dict(
             frozen=True,
             window_size=16,
             global_blocks=[11, 23, 35, 47],
-            init_cfg=dict(type='Pretrained', checkpoint='pretrained/intern_vit_6b_224px.pth')),
+            # a Hugging Face repository, fetched once into its cache; a local path works too (docs/checkpoints.md)
+            init_cfg=dict(type='Pretrained', checkpoint='OpenGVLab/InternViT-6B-224px')),
         interaction_indexes=[[0, 11], [12, 23], [24, 35], [36, 47]],
         num_heads=25,  # value width 3200 * 0.5 = 1600 -> 64 per head
         n_points=4,

@@ -284,6 +284,24 @@ def backbones_on_meta():
         _BUILD_DEVICE.pop()
 
 
+_FILL_FROM_PRETRAINED: List[bool] = [False]
+
+
+@contextlib.contextmanager
+def backbones_from_pretrained():
+    """Every InternViT built inside whose ``init_cfg`` names a checkpoint (``type='Pretrained'``) is built
+    on the meta device and filled from that checkpoint right away, tensor by tensor from the memory-mapped
+    file, instead of being randomly initialised and overwritten later by ``init_weights``: what training
+    does (engine/training.py). At 6B the random init alone is minutes per process and a second copy of
+    the weights; loading here, not in ``init_weights``, because mmengine moves the model to its device
+    (and wraps it in DDP) before it calls ``init_weights``, and meta tensors cannot be moved."""
+    _FILL_FROM_PRETRAINED.append(True)
+    try:
+        yield
+    finally:
+        _FILL_FROM_PRETRAINED.pop()
+
+
 @ENGINE_MODELS.register_module()
 @SEG_MODELS.register_module()
 @DET_MODELS.register_module()
@@ -330,6 +348,9 @@ class InternViT(BaseModule):
         super().__init__(init_cfg=init_cfg)
         self.weight_dtype = resolve_dtype(dtype)
         device = device or _BUILD_DEVICE[-1]
+        fill_now = device is None and _FILL_FROM_PRETRAINED[-1] and self._pretrained_checkpoint() is not None
+        if fill_now:
+            device = 'meta'  # no random init: the checkpoint fills it below
         with default_dtype(self.weight_dtype), (torch.device(device) if device else contextlib.nullcontext()):
             self._build(arch, img_size, patch_size, pretrain_size, in_channels, drop_path_rate, layer_scale_init,
                         out_indices, with_cp, attn_impl, window_size, global_blocks)
@@ -339,6 +360,12 @@ class InternViT(BaseModule):
             self.eval()
         if not self.pos_embed.is_meta:
             self._random_init()
+        if fill_now:
+            self.init_weights()  # marks it initialised: mmengine's init_weights of the model skips it
+
+    def _pretrained_checkpoint(self) -> Optional[str]:
+        init_cfg = self.init_cfg if isinstance(self.init_cfg, dict) else {}
+        return init_cfg.get('checkpoint') if init_cfg.get('type') == 'Pretrained' else None
 
     def _build(self, arch, img_size, patch_size, pretrain_size, in_channels, drop_path_rate, layer_scale_init,
                out_indices, with_cp, attn_impl, window_size, global_blocks):
@@ -414,7 +441,15 @@ class InternViT(BaseModule):
             raise CheckpointError(f'{path} carries no config.json: pass arch= to say which InternViT it holds')
         with torch.device('meta'):
             model = cls(dtype=dtype, **kwargs)
-        model.load_pretrained(reader)
+        try:
+            model.load_pretrained(reader)
+        except CheckpointError as e:
+            if from_file is None:
+                raise
+            told = {k: v for k, v in from_file.items() if k not in kwargs or kwargs[k] == v}
+            raise CheckpointError(f'{e}; the architecture came from {reader.path}/config.json ({told}), which does '
+                                  'not describe the weights beside it: fix config.json, or override it with arch=... '
+                                  '(and patch_size=...)') from e
         return model
 
     def load_pretrained(self, path, prefix: Optional[str] = None, strict: bool = True, logger: str = 'current') -> dict:
