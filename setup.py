@@ -19,6 +19,8 @@ setup(
         # 0.19.7+ removed deepspeed.runtime.fp16.onebit, which mmengine 0.10.7 imports.
         'deepspeed==0.19.6',
         'safetensors',
+        # checkpoints named by Hugging Face repository id (internvit_dense/checkpoint/hub.py); 0.34 has `hf download`
+        'huggingface_hub>=0.34',
         # mmseg imports these without declaring them.
         'ftfy',
         'regex',

@@ -25,7 +25,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS
 
-from internvit_dense.checkpoint import CheckpointError, fill_module, meta_tensors
+from internvit_dense.checkpoint import CheckpointError, fill_module, meta_tensors, resolve_checkpoint
 from internvit_dense.checkpoint.model_checkpoints import check_fits, log_loaded, read_model_checkpoint
 
 
@@ -42,6 +42,10 @@ def init_model(config: Union[str, os.PathLike, Config], checkpoint: Optional[Uni
         config = Config.fromfile(str(config))
     if cfg_options:
         config.merge_from_dict(cfg_options)
+    if config.get('test_pipeline'):
+        # mmseg's inference_model drops LoadAnnotations from the test pipeline, but not a depth config's
+        # LoadDepthAnnotation, which would look for a ground-truth file beside the user's image
+        config.test_pipeline = [t for t in config.test_pipeline if t.get('type') != 'LoadDepthAnnotation']
     scope = config.get('default_scope')
     if scope not in ('mmseg', 'mmdet'):
         raise ValueError(f"init_model builds segmentation (default_scope='mmseg') and detection ('mmdet') models; "
@@ -86,7 +90,7 @@ def build_trained(model_cfg: dict, checkpoint: Union[str, os.PathLike]) -> Tuple
     """
     from internvit_dense.models.backbones.internvit import InternViT, backbones_on_meta
 
-    checkpoint = str(checkpoint)
+    checkpoint = resolve_checkpoint(checkpoint)  # a local path wins; else a Hub name's cached copy
     _check_path(checkpoint)
     # ours, or one of InternVL's released task checkpoints under our key names
     ckpt = read_model_checkpoint(checkpoint)
@@ -110,8 +114,20 @@ def build_trained(model_cfg: dict, checkpoint: Union[str, os.PathLike]) -> Tuple
     left = meta_tensors(model)
     if left:
         raise CheckpointError(f'{checkpoint} does not hold {len(left)} tensors of the model, e.g. {left[:6]}')
+    # a NaN/Inf weight scores as a low mIoU, not as an error: refused, as training refuses to save one
+    from internvit_dense.engine.hooks import non_finite_tensors
+    bad = non_finite_tensors(model)
+    if bad:
+        shown = ', '.join(bad[:5]) + (f' and {len(bad) - 5} more' if len(bad) > 5 else '')
+        raise NonFiniteWeightsError(f'checkpoint {checkpoint} holds NaN/Inf in {len(bad)} tensors ({shown}): its '
+                                    'predictions would be meaningless. Use an earlier checkpoint of the run (training '
+                                    'never saves a non-finite model; this file was written or changed elsewhere)')
     state.pop('state_dict', None)
     return model, state
+
+
+class NonFiniteWeightsError(CheckpointError):
+    """A checkpoint whose weights hold a NaN or Inf: the message names the tensors."""
 
 
 TRAINED_MODEL = 'TrainedModel'

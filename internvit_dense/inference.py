@@ -5,6 +5,7 @@ config and weights (so not through ``apis.init_model``, which reads our checkpoi
 mmseg's resizes all class scores to the full image before the argmax (150 x 4000 x 3000 fp32 = 7 GB
 for one photo); :func:`segment` takes the argmax in class chunks instead, with identical labels.
 """
+import contextlib
 import json
 import os
 import os.path as osp
@@ -22,6 +23,30 @@ CHUNK_ELEMENTS = 1 << 27
 
 class UnreadableImage(ValueError):
     """An input file that is not a readable image."""
+
+
+class OutputWriteError(OSError):
+    """A prediction could not be written (full disk, no permission); nothing was left under its name."""
+
+
+@contextlib.contextmanager
+def written_atomically(path: str):
+    """Yields a temporary name beside ``path`` (same extension, same file system) to write to, renamed to
+    ``path`` once written: a full disk leaves no truncated ``_overlay.png``. Raises OutputWriteError naming
+    the file and the free space."""
+    from internvit_dense.engine.fileio import TEMP_MARK, free_space
+    folder = osp.dirname(osp.abspath(path))
+    temp = osp.join(folder, f'{TEMP_MARK}{os.getpid()}-{osp.basename(path)}')
+    try:
+        yield temp
+        os.replace(temp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(temp)
+        error = OutputWriteError(f'could not write {path}: {e.strerror or e}; {free_space(folder)} free in {folder}; '
+                                 'nothing was left under that name')
+        error.errno = e.errno
+        raise error from e
 
 
 def find_images(inputs: List[str]) -> List[str]:
@@ -130,10 +155,11 @@ class Segmentation:
         from PIL import Image
         result = segment(self.model, bgr)
         labels = result.pred_sem_seg.data[0].cpu().numpy()
-        Image.fromarray(np.where(labels < 255, labels, 255).astype(np.uint8)).save(
-            osp.join(out_dir, f'{stem}_labels.png'))
-        self.visualizer.add_datasample(stem, rgb, data_sample=result, draw_gt=False, show=False,
-                                       out_file=osp.join(out_dir, f'{stem}_overlay.png'))
+        # the overlay first: mmseg's drawing fails on some images (1x1), and a skipped image leaves no output
+        with written_atomically(osp.join(out_dir, f'{stem}_overlay.png')) as temp:
+            self.visualizer.add_datasample(stem, rgb, data_sample=result, draw_gt=False, show=False, out_file=temp)
+        with written_atomically(osp.join(out_dir, f'{stem}_labels.png')) as temp:
+            Image.fromarray(np.where(labels < 255, labels, 255).astype(np.uint8)).save(temp, format='PNG')
         counts = Counter(dict(zip(*np.unique(labels, return_counts=True))))
         self.pixels.update(counts)
         top = ', '.join(f'{self.name(c)} {n / labels.size:.0%}' for c, n in counts.most_common(3))
@@ -168,10 +194,11 @@ class Detection:
         pred = result.pred_instances
         boxes = [dict(label=self.classes[int(c)], score=round(float(s), 4), bbox=[round(float(v), 1) for v in b])
                  for c, s, b in zip(pred.labels, pred.scores, pred.bboxes)]
-        with open(osp.join(out_dir, f'{stem}.json'), 'w') as f:
+        with written_atomically(osp.join(out_dir, f'{stem}.json')) as temp, open(temp, 'w') as f:
             json.dump(dict(image=osp.abspath(path), detections=boxes), f, indent=1)
-        self.visualizer.add_datasample(stem, rgb, data_sample=result, draw_gt=False, show=False,
-                                       pred_score_thr=self.score_thr, out_file=osp.join(out_dir, f'{stem}_overlay.png'))
+        with written_atomically(osp.join(out_dir, f'{stem}_overlay.png')) as temp:
+            self.visualizer.add_datasample(stem, rgb, data_sample=result, draw_gt=False, show=False,
+                                           pred_score_thr=self.score_thr, out_file=temp)
         kept = Counter(b['label'] for b in boxes if b['score'] >= self.score_thr)
         self.kept.update(kept)
         listed = ', '.join(f'{n} {c}' for c, n in kept.most_common(3)) or 'none'
@@ -182,17 +209,71 @@ class Detection:
         return f'detections at score >= {self.score_thr}: {listed}'
 
 
+class Depth:
+    """Writes ``<stem>_depth.png`` (16-bit: metres x ``scale``, 0 = none; ``scale`` 1000 as NYU's PNGs, or 256 as
+    KITTI's where the head's range passes 65.535 m) and ``<stem>_depth_color.png`` (the image, the depth coloured
+    near-yellow to far-purple, and the colour scale in metres); reports each image's depth range."""
+
+    def __init__(self, model):
+        from mmseg.apis import inference_model
+        self.infer = inference_model
+        self.model = model
+        head = model.decode_head
+        self.min_depth, self.max_depth = float(head.min_depth), float(head.max_depth)
+        self.scale = 1000.0 if self.max_depth * 1000 <= 65535 else 256.0
+        self.ranges = []
+
+    def __call__(self, path, bgr, rgb, out_dir, stem):
+        import cv2
+
+        from internvit_dense.models.depth.visualization import depth_panel
+        result = self.infer(self.model, bgr)
+        depth = result.pred_depth_map.data[0].float().cpu().numpy()
+        cv2.imwrite(osp.join(out_dir, f'{stem}_depth.png'),
+                    np.clip(np.round(depth * self.scale), 0, 65535).astype(np.uint16))
+        panel = depth_panel(rgb, [depth], (self.min_depth, self.max_depth))
+        cv2.imwrite(osp.join(out_dir, f'{stem}_depth_color.png'), panel[..., ::-1])
+        self.ranges.append((float(depth.min()), float(depth.max())))
+        return f'{depth.shape[1]}x{depth.shape[0]}: depth {depth.min():.2f}..{depth.max():.2f} m'
+
+    def summary(self):
+        lo, hi = min(r[0] for r in self.ranges), max(r[1] for r in self.ranges)
+        return (f'depth {lo:.2f}..{hi:.2f} m over all images; <stem>_depth.png holds metres x {self.scale:g} '
+                '(uint16), <stem>_depth_color.png the image beside the coloured depth')
+
+
 def task_for(model, opacity: float = 0.5, score_thr: float = 0.3):
-    """The writer for the model's task: detection for mmdet configs, else segmentation."""
-    return Detection(model, score_thr) if model.cfg.get('default_scope') == 'mmdet' else Segmentation(model, opacity)
+    """The writer for the model's task: detection for mmdet configs, depth for depth heads, else segmentation."""
+    if model.cfg.get('default_scope') == 'mmdet':
+        return Detection(model, score_thr)
+    if hasattr(model.decode_head, 'max_depth'):
+        return Depth(model)
+    return Segmentation(model, opacity)
 
 
-def predict_images(task, images: List[str], out_dir: str, progress: bool = True) -> None:
-    """Runs ``task`` over ``images`` into ``out_dir``, a line per image. Raises UnreadableImage."""
+def predict_images(task, images: List[str], out_dir: str, progress: bool = True) -> List[str]:
+    """Runs ``task`` over ``images`` into ``out_dir``, a line per image. An image that cannot be read,
+    predicted or drawn (not an image, too small for the model, 1x1 for mmseg's drawing) is named, skipped, and returned with the reason at
+    the end; a failed write (OutputWriteError: a full disk fails every later one too) stops the run."""
     import mmcv
     from tqdm import tqdm
     os.makedirs(out_dir, exist_ok=True)
+    skipped = []
     bar = tqdm(list(zip(images, output_stems(images))), unit='img', disable=not progress, dynamic_ncols=True)
     for image, stem in bar:
-        bgr = read_image(image)  # read once: the models take BGR arrays (their preprocessors swap to RGB)
-        tqdm.write(f'  {image}: {task(image, bgr, mmcv.bgr2rgb(bgr), out_dir, stem)}')
+        try:
+            bgr = read_image(image)  # read once: the models take BGR arrays (their preprocessors swap to RGB)
+            line = task(image, bgr, mmcv.bgr2rgb(bgr), out_dir, stem)
+        except OutputWriteError:
+            raise
+        except UnreadableImage as e:
+            skipped.append(str(e))
+            tqdm.write(f'  skipped: {e}')
+            continue
+        except (ValueError, IndexError, RuntimeError, TypeError) as e:  # the model's errors name no file
+            h, w = bgr.shape[:2]
+            skipped.append(f'{image} ({w}x{h}) could not be predicted or drawn: {e}')
+            tqdm.write(f'  skipped: {skipped[-1]}')
+            continue
+        tqdm.write(f'  {image}: {line}')
+    return skipped

@@ -70,3 +70,99 @@ def tmp_work(tmp_path):
     cwd = os.getcwd()
     yield tmp_path
     os.chdir(cwd)
+
+
+# ------------------------------------------------------------------ shared synthetic data sets
+# One data set of each kind per test run, generated on first use and shared by every test that asks for it
+# (session scope): end-to-end tests do not each generate their own. They are READ-ONLY: a test that damages
+# files (empty images, bad labels) copies one first, e.g. shutil.copytree(ade20k_small, tmp_path / 'data').
+# Pass the fixture's path to the tools as data_root (tests/seg_utils.py: data_options(root)).
+#
+#   ade20k_small  ADE20K layout, 8 training / 2 validation images, seed 1: runs that only need to run
+#                 (resume, reliability, DeepSpeed, config smoke tests)
+#   ade20k_learn  ADE20K layout, ADE20K_LEARN training / validation images, seed 0: runs that must learn
+#                 (mIoU above chance, bf16 against fp32)
+#   coco_small    COCO layout, 8 / 2 images, seed 0
+#   coco_learn    COCO layout, COCO_LEARN images, seed 0: the tiny Mask R-CNN that must find the objects
+ADE20K_LEARN = dict(num_train=200, num_val=12)
+COCO_LEARN = dict(num_train=160, num_val=24)
+
+
+def _ade20k(tmp_path_factory, name, **sizes):
+    from internvit_dense.datasets.synthetic_ade20k import generate_synthetic_ade20k
+    root = tmp_path_factory.mktemp(name)
+    generate_synthetic_ade20k(str(root), progress=False, overwrite=True, **sizes)
+    return root
+
+
+def _coco(tmp_path_factory, name, **sizes):
+    from internvit_dense.datasets.synthetic_coco import generate_synthetic_coco
+    root = tmp_path_factory.mktemp(name)
+    generate_synthetic_coco(str(root), progress=False, overwrite=True, **sizes)
+    return root
+
+
+@pytest.fixture(scope='session')
+def ade20k_small(tmp_path_factory):
+    return _ade20k(tmp_path_factory, 'ade20k_small', num_train=8, num_val=2, seed=1)
+
+
+@pytest.fixture(scope='session')
+def ade20k_learn(tmp_path_factory):
+    return _ade20k(tmp_path_factory, 'ade20k_learn', seed=0, **ADE20K_LEARN)
+
+
+@pytest.fixture(scope='session')
+def coco_small(tmp_path_factory):
+    return _coco(tmp_path_factory, 'coco_small', num_train=8, num_val=2, seed=0)
+
+
+@pytest.fixture(scope='session')
+def coco_learn(tmp_path_factory):
+    return _coco(tmp_path_factory, 'coco_learn', seed=0, **COCO_LEARN)
+
+
+# ------------------------------------------------------------------ shared training runs
+# The tiny linear-probe config on a frozen 'pretrained' backbone, trained once per test run with an fp32
+# backbone, and tested with overlays. Shared by the segmentation end-to-end test (it learns; the backbone stays
+# bit-identical) and the bf16 test (a bf16 backbone trains as this fp32 one does).
+LINEAR_FROZEN_ITERS = 100
+
+
+def short_schedule(iters):
+    """--cfg-options that shorten a tiny segmentation config's schedule to ``iters`` iterations, with one
+    evaluation and one checkpoint at the end."""
+    return [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+            f'default_hooks.checkpoint.interval={iters}', 'default_hooks.checkpoint.save_best=None',
+            f'param_scheduler.1.end={iters}', 'randomness.seed=0']
+
+
+def linear_frozen_config(tmp_dir, pretrained, dtype='float32'):
+    """The tiny linear-frozen config with ``pretrained`` (an InternViT .pth) as its backbone, held in ``dtype``."""
+    config = tmp_dir / f'linear_frozen_{dtype}.py'
+    config.write_text(f"_base_ = ['{ROOT}/configs/segmentation/tiny/tiny_linear_frozen_synthetic.py']\n"
+                      f"model = dict(backbone=dict(dtype='{dtype}', init_cfg=dict(_delete_=True, "
+                      f"type='Pretrained', checkpoint='{pretrained}')))\n")
+    return config
+
+
+@pytest.fixture(scope='session')
+def linear_frozen_fp32_run(tmp_path_factory, ade20k_learn):
+    """dict(config, pretrained, backbone (its state dict), checkpoint, test_stdout, show_dir, data, iters)."""
+    from seg_utils import data_options, run_tool
+
+    from internvit_dense.checkpoint import save_checkpoint
+    from internvit_dense.models.backbones import InternViT
+    base = tmp_path_factory.mktemp('linear_frozen_fp32')
+    torch.manual_seed(0)
+    vit = InternViT(arch='tiny', img_size=112, pretrain_size=112)  # the tiny configs' backbone
+    save_checkpoint(vit, base / 'vit.pth')  # fp32 'pretrained' weights
+    config = linear_frozen_config(base, base / 'vit.pth')
+    work = base / 'work'
+    run_tool('train.py', config, '--work-dir', work,
+             *data_options(ade20k_learn, short_schedule(LINEAR_FROZEN_ITERS)))
+    ckpt = open(work / 'last_checkpoint').read().strip()
+    proc = run_tool('test.py', config, ckpt, '--work-dir', work, '--show-dir', base / 'vis',
+                    *data_options(ade20k_learn))
+    return dict(config=config, pretrained=base / 'vit.pth', backbone=vit.state_dict(), checkpoint=ckpt,
+                test_stdout=proc.stdout, show_dir=base / 'vis', data=ade20k_learn, iters=LINEAR_FROZEN_ITERS)

@@ -29,9 +29,8 @@ import sys
 import pytest
 import torch
 from conftest import load_tool
-from seg_utils import ROOT, TINY, load_ckpt, miou_of, run_tool
+from seg_utils import ROOT, TINY, load_ckpt, miou_of
 
-from internvit_dense.datasets.synthetic_ade20k import generate_synthetic_ade20k
 from internvit_dense.engine.deepspeed import free_port
 
 ITERS = 6
@@ -131,10 +130,8 @@ def assert_losses_match(got, expected, rtol=LOSS_RTOL):
 
 # --------------------------------------------------------------- fixtures
 @pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp('ds_ade')
-    generate_synthetic_ade20k(str(root), num_train=8, num_val=2, seed=1, progress=False, overwrite=True)
-    return root
+def data(ade20k_small):
+    return ade20k_small  # the test run's shared 8-image set (tests/conftest.py)
 
 
 @pytest.fixture(scope='module')
@@ -295,19 +292,22 @@ def test_adapter_bf16_zero1_loss_goes_down(data, tmp_path):
     assert shard['module']['backbone.interactions.0.injector.attn.value_proj.weight'].dtype == torch.bfloat16
 
 
-def test_frozen_single_process_zero3_consolidated_checkpoint_tests_the_same(data, init_weights, tmp_path):
-    """One process (--launcher none: the rendezvous environment is set for the user), ZeRO-3, frozen
-    backbone: the backbone comes out bit-identical, and the consolidated checkpoint evaluated by
-    tools/test.py scores what the live DeepSpeed model scored at the end of training."""
+@pytest.mark.parametrize('stage', [1, 2, 3])
+def test_frozen_single_process_consolidated_checkpoint_tests_the_same(stage, data, init_weights, tmp_path, capsys):
+    """One process (--launcher none: the rendezvous environment is set for the user), ZeRO-1, 2 and 3,
+    frozen backbone: the backbone comes out bit-identical, and the consolidated checkpoint evaluated by
+    tools/test.py scores what the live DeepSpeed model scored at the end of training. Under ZeRO-1
+    DeepSpeed records no frozen parameters in the checkpoint (from stage 2 on only): tools/zero_to_fp32.py
+    takes them from the model states, else tools/test.py's strict load fails."""
     work = tmp_path / 'work'
     iters = 8
-    train(work, TINY.format('upernet_frozen'), 1, '--deepspeed', 3,
+    train(work, TINY.format('upernet_frozen'), 1, '--deepspeed', stage,
           options=options(data, init_weights, 'param_scheduler.0.start_factor=1.0', iters=iters, validate=True))
     live = {k: v for k, v in scalars(work)[iters].items() if k in ('aAcc', 'mIoU', 'mAcc')}
     assert live['mIoU'] > 0, live  # something was learnt, so that the comparison means something
 
     out = tmp_path / 'consolidated.pth'
-    run_tool('zero_to_fp32.py', work / f'iter_{iters}.pth', out)
+    load_tool('zero_to_fp32').main([str(work / f'iter_{iters}.pth'), str(out)])  # in this process: seconds less
     state = load_ckpt(out)['state_dict']
     init = load_ckpt(init_weights)['state_dict']
     backbone = [k for k in init if k.startswith('backbone.')]
@@ -316,10 +316,12 @@ def test_frozen_single_process_zero3_consolidated_checkpoint_tests_the_same(data
 
     # the config as the run saved it (DeepSpeed strategy included): tools/test.py uses the plain Runner
     dumped = work / os.path.basename(TINY.format('upernet_frozen'))
-    proc = run_tool('test.py', dumped, out, '--work-dir', tmp_path / 'test')
-    tested = {k: float(v) for k, v in re.findall(r'^  (\w+): ([\d.]+)$', proc.stdout, re.M) if k in live}
-    print(f'  live DeepSpeed model {live}, consolidated checkpoint in tools/test.py {tested}')
-    assert miou_of(proc.stdout) == pytest.approx(live['mIoU'], abs=1e-6)
+    capsys.readouterr()
+    load_tool('test').main([str(dumped), str(out), '--work-dir', str(tmp_path / 'test')])
+    stdout = capsys.readouterr().out
+    tested = {k: float(v) for k, v in re.findall(r'^  (\w+): ([\d.]+)$', stdout, re.M) if k in live}
+    print(f'  ZeRO-{stage}: live DeepSpeed model {live}, consolidated checkpoint in tools/test.py {tested}')
+    assert miou_of(stdout) == pytest.approx(live['mIoU'], abs=1e-6)
     assert tested == pytest.approx(live, abs=1e-6)
 
 

@@ -132,11 +132,8 @@ def test_full_tuning_layer_decay_spans_the_6b():
 
 
 @pytest.fixture(scope='module')
-def tiny_data(tmp_path_factory):
-    from internvit_dense.datasets.synthetic_coco import generate_synthetic_coco
-    root = tmp_path_factory.mktemp('tiny_coco')
-    generate_synthetic_coco(str(root), num_train=8, num_val=2, seed=0, progress=False)
-    return root
+def tiny_data(coco_small):
+    return coco_small  # the test run's shared 8-image set (tests/conftest.py)
 
 
 @pytest.mark.parametrize('name', TINY)

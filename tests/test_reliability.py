@@ -17,7 +17,6 @@ import torch
 from PIL import Image
 from seg_utils import ROOT, TINY, data_options, load_ckpt, run_tool
 
-from internvit_dense.datasets.synthetic_ade20k import generate_synthetic_ade20k
 from internvit_dense.engine.work_dir import LOCK_NAME, _process_start
 
 LINEAR = TINY.format('linear_frozen')
@@ -51,10 +50,8 @@ def snapshot(folder):
 
 
 @pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp('rel_ade')
-    generate_synthetic_ade20k(str(root), num_train=8, num_val=2, seed=1, progress=False, overwrite=True)
-    return root
+def data(ade20k_small):
+    return ade20k_small  # the test run's shared 8-image set (tests/conftest.py); data_copy to damage it
 
 
 @pytest.fixture

@@ -14,8 +14,6 @@ import torch
 from seg_utils import ROOT, TINY, data_options, load_ckpt, run_tool
 from test_deepspeed import KILL_HOOK
 
-from internvit_dense.datasets.synthetic_ade20k import generate_synthetic_ade20k
-from internvit_dense.datasets.synthetic_coco import generate_synthetic_coco
 from internvit_dense.engine.deepspeed import free_port
 
 FULL = TINY.format('upernet_full')
@@ -77,10 +75,8 @@ def kill_and_resume(tmp_path, base, options, *args, nproc=1, load=load_ckpt):
 
 
 @pytest.fixture(scope='module')
-def ade(tmp_path_factory):
-    root = tmp_path_factory.mktemp('exact_ade')
-    generate_synthetic_ade20k(str(root), num_train=8, num_val=2, seed=1, progress=False, overwrite=True)
-    return root
+def ade(ade20k_small):
+    return ade20k_small  # the test run's shared 8-image set (tests/conftest.py)
 
 
 def test_segmentation_killed_and_resumed_is_bit_identical(ade, tmp_path):
@@ -105,9 +101,8 @@ def test_two_processes_killed_and_resumed_is_bit_identical(ade, tmp_path):
     assert differing(straight, resumed) == []
 
 
-def test_detection_killed_and_resumed_is_bit_identical(tmp_path_factory, tmp_path):
-    root = tmp_path_factory.mktemp('exact_coco')
-    generate_synthetic_coco(str(root), num_train=8, num_val=2, seed=0, progress=False, overwrite=True)
+def test_detection_killed_and_resumed_is_bit_identical(coco_small, tmp_path):
+    root = coco_small
     ann = os.path.join(root, 'annotations', 'instances_val2017.json')
     options = data_options(root, COMMON + ['model.backbone.drop_path_rate=0.2', f'val_evaluator.ann_file={ann}',
                                            f'test_evaluator.ann_file={ann}'])[1:]

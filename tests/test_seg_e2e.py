@@ -1,65 +1,46 @@
 """ADE20K-layout segmentation end to end through tools/train.py and tools/test.py."""
 import os
 
-import pytest
 import torch
-from seg_utils import ROOT, TINY, data_options, load_ckpt, miou_of, run_tool
+from conftest import ADE20K_LEARN
+from seg_utils import TINY, data_options, load_ckpt, miou_of, run_tool
 
-from internvit_dense.checkpoint import save_checkpoint
-from internvit_dense.datasets.synthetic_ade20k import generate_synthetic_ade20k
-from internvit_dense.models.backbones import InternViT
-
-# Measured on this 2-core machine after the tiny schedule (300 iterations): see the issue notes.
+# Measured on this 2-core machine, on the shared ade20k_learn set (200 training / 12 validation images): the linear
+# probe 34.56 mIoU after 100 iterations (35.80 after 100 iterations on the former 120 / 16 image set); the UperNet
+# trains the tiny config's own 300-iteration schedule, and the test prints its mIoU.
 # Chance level is a few points (7 classes); the thresholds keep a wide margin below what was measured.
-MIN_MIOU = {'linear_frozen': 30.0, 'upernet_full': 40.0}
+MIN_MIOU = {'linear_frozen': 20.0, 'upernet_full': 40.0}
+UPERNET_ITERS = 300  # the tiny config's schedule, evaluated once at its end (not every 100 iterations)
+NUM_VAL = ADE20K_LEARN['num_val']
 
 
-@pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('synthetic_ade20k')
-    generate_synthetic_ade20k(str(root), num_train=200, num_val=24, seed=0, progress=False, overwrite=True)
-    return root
-
-
-def tiny_pretrained(path):
-    """A 'pretrained' tiny backbone in OpenGVLab's .pth format, as the 6B configs load theirs."""
-    vit = InternViT(arch='tiny', img_size=112, pretrain_size=112)
-    save_checkpoint(vit, str(path))
-    return vit.state_dict()
-
-
-def test_linear_frozen_learns_and_backbone_stays_bit_identical(data_root, tmp_path):
-    before = tiny_pretrained(tmp_path / 'vit.pth')
-    work = tmp_path / 'work'
-    config = tmp_path / 'linear_frozen_pretrained.py'
-    config.write_text(f"_base_ = ['{os.path.join(ROOT, TINY.format('linear_frozen'))}']\n"
-                      f"model = dict(backbone=dict(init_cfg=dict(_delete_=True, type='Pretrained', checkpoint='{tmp_path}/vit.pth')))\n")
-    run_tool('train.py', config, '--work-dir', work, *data_options(data_root))
-    ckpt = open(work / 'last_checkpoint').read().strip()
-    after = load_ckpt(ckpt)['state_dict']
-    for k, v in before.items():
+def test_linear_frozen_learns_and_backbone_stays_bit_identical(linear_frozen_fp32_run):
+    run = linear_frozen_fp32_run  # trained and tested once per test run (tests/conftest.py)
+    after = load_ckpt(run['checkpoint'])['state_dict']
+    for k, v in run['backbone'].items():
         assert torch.equal(after[f'backbone.{k}'], v), f'frozen backbone weight {k} changed'
     head = [k for k in after if k.startswith('decode_head.')]
     assert head
-    proc = run_tool('test.py', config, ckpt, '--work-dir', work, '--show-dir', tmp_path / 'vis',
-                    *data_options(data_root))
-    miou = miou_of(proc.stdout)
-    print(f'tiny linear frozen mIoU: {miou}')
+    miou = miou_of(run['test_stdout'])
+    print(f"tiny linear frozen mIoU after {run['iters']} iterations: {miou}")
     assert miou > MIN_MIOU['linear_frozen']
-    pngs = [f for _, _, fs in os.walk(tmp_path / 'vis') for f in fs if f.endswith('.png')]
-    assert len(pngs) == 24
-    assert f"prediction overlays: 24 images in {tmp_path / 'vis' / 'vis_data' / 'vis_image'}" in proc.stdout
+    vis = run['show_dir']
+    pngs = [f for _, _, fs in os.walk(vis) for f in fs if f.endswith('.png')]
+    assert len(pngs) == NUM_VAL
+    assert f"prediction overlays: {NUM_VAL} images in {vis / 'vis_data' / 'vis_image'}" in run['test_stdout']
 
 
-def test_upernet_full_learns(data_root, tmp_path):
+def test_upernet_full_learns(ade20k_learn, tmp_path):
+    data_root = ade20k_learn
     work = tmp_path / 'work'
     config = TINY.format('upernet_full')
-    run_tool('train.py', config, '--work-dir', work, *data_options(data_root))
+    run_tool('train.py', config, '--work-dir', work,
+             *data_options(data_root, [f'train_cfg.val_interval={UPERNET_ITERS}']))
     ckpt = open(work / 'last_checkpoint').read().strip()
-    assert ckpt.endswith('iter_300.pth')
+    assert ckpt.endswith(f'iter_{UPERNET_ITERS}.pth')
     proc = run_tool('test.py', config, ckpt, '--work-dir', work, *data_options(data_root))
     miou = miou_of(proc.stdout)
-    print(f'tiny upernet full mIoU: {miou}')
+    print(f'tiny upernet full mIoU after {UPERNET_ITERS} iterations: {miou}')
     assert miou > MIN_MIOU['upernet_full']
 
     # multi-scale + flip, with only the validation set at hand (no training images needed to test)
@@ -72,4 +53,4 @@ def test_upernet_full_learns(data_root, tmp_path):
     tta_miou = miou_of(proc.stdout)
     print(f'tiny upernet full mIoU with 3 scales x flip: {tta_miou}')
     assert tta_miou > MIN_MIOU['upernet_full']
-    assert f"prediction overlays: 24 images in {tmp_path / 'vis_tta' / 'vis_data' / 'vis_image'}" in proc.stdout
+    assert f"prediction overlays: {NUM_VAL} images in {tmp_path / 'vis_tta' / 'vis_data' / 'vis_image'}" in proc.stdout

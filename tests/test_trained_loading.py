@@ -130,3 +130,27 @@ def test_infer_tool_never_random_inits_the_backbone(seg_ckpt, tmp_path, no_rando
                              '--cfg-options', 'model.backbone.dtype=bfloat16'])
     assert 'done: 1 images' in capsys.readouterr().out
     assert os.path.isfile(tmp_path / 'out' / 'a_labels.png')
+
+
+LINEAR = 'configs/segmentation/tiny/tiny_linear_frozen_synthetic.py'
+
+
+def test_training_fills_the_backbone_from_its_checkpoint_without_random_init(data_root, tmp_path, no_random_init):
+    """Issue 19: tools/train.py with the backbone's init_cfg naming a checkpoint builds the InternViT on the
+    meta device and fills it from that file (the 6B configs: minutes of random init per rank before)."""
+    from mmengine.config import Config
+    arch = Config.fromfile(LINEAR).model.backbone
+    vit = InternViT(arch=arch.arch, img_size=arch.img_size, pretrain_size=arch.pretrain_size, device='meta')
+    weights = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(i)) * 0.02
+               for i, (k, v) in enumerate(vit.state_dict().items())}
+    torch.save(weights, tmp_path / 'pretrained.pth')
+    config = tmp_path / 'pretrained_linear.py'
+    init_cfg = f"dict(_delete_=True, type='Pretrained', checkpoint='{tmp_path}/pretrained.pth')"
+    config.write_text(f"_base_ = ['{os.path.abspath(LINEAR)}']\nmodel = dict(backbone=dict(init_cfg={init_cfg}))\n")
+    load_tool('train').main([str(config), '--work-dir', str(tmp_path / 'work'), *data_options(data_root),
+                             'train_cfg.max_iters=1', 'default_hooks.checkpoint.interval=1', 'val_dataloader=None',
+                             'val_cfg=None', 'val_evaluator=None', 'train_dataloader.batch_size=1'])
+    trained = torch.load(tmp_path / 'work' / 'iter_1.pth', map_location='cpu', weights_only=False)['state_dict']
+    assert set(weights) == {k[len('backbone.'):] for k in trained if k.startswith('backbone.')}
+    # frozen: trained one iteration, the backbone is the file's, bit for bit
+    assert all(torch.equal(trained[f'backbone.{k}'], v) for k, v in weights.items())

@@ -3,7 +3,9 @@
     python tools/convert_checkpoint.py SRC DST --to {pth,opengvlab-hf,transformers} [--arch 6b] [--overwrite]
     python tools/convert_checkpoint.py SRC DST.pth --from {internvl-seg,internvl-cls} [--overwrite]
 
-SRC may be any supported format (the format is detected); tensors keep their dtype. Tensors are
+SRC may be any supported format (the format is detected), a local path or a Hugging Face name
+(``OpenGVLab/InternViT-6B-448px-V2_5``, ``hf://OpenGVLab/InternVL/FILE``: fetched once into the Hub cache);
+tensors keep their dtype. Tensors are
 streamed: a 6B checkpoint is converted shard by shard, never held whole.
 A ``.pth`` source carries no config, so ``--arch`` says which model it is when the
 target is a Hugging Face directory.
@@ -24,9 +26,12 @@ import time
 
 import torch
 
-from internvit_dense.checkpoint import FORMATS, CheckpointError, open_checkpoint, write_checkpoint
-from internvit_dense.checkpoint.files import atomic_destination
-from internvit_dense.models.backbones import InternViT
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without install
+
+from internvit_dense.checkpoint import (FORMATS, CheckpointError, open_checkpoint, resolve_checkpoint,  # noqa: E402
+                                        write_checkpoint)
+from internvit_dense.checkpoint.files import atomic_destination  # noqa: E402
+from internvit_dense.models.backbones import InternViT  # noqa: E402
 
 
 def parse_size(text: str) -> int:
@@ -56,6 +61,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     try:
+        args.src = resolve_checkpoint(args.src)  # a local path wins; else a Hugging Face name's cached copy
         if args.src_format:
             return convert_task_checkpoint(args)
         return convert_backbone(args, p)

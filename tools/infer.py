@@ -5,7 +5,9 @@
 Segmentation configs write, per image, ``<name>_overlay.png`` (the prediction over the image) and
 ``<name>_labels.png`` (class index per pixel, as the data set counts classes; 255 where nothing is
 predicted). Detection configs write ``<name>_overlay.png`` (boxes and masks scoring at least
-``--score-thr``) and ``<name>.json`` (every box: class, score, [x1, y1, x2, y2]).
+``--score-thr``) and ``<name>.json`` (every box: class, score, [x1, y1, x2, y2]). Depth configs write
+``<name>_depth.png`` (16-bit, metres x 1000 as NYU's PNGs; x 256 as KITTI's for a range past 65 m) and
+``<name>_depth_color.png`` (the image beside its coloured depth and the colour scale in metres).
 """
 import argparse
 import os.path as osp
@@ -18,17 +20,18 @@ from internvit_dense.engine.cli import setup_entry_point  # noqa: E402
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
+    from internvit_dense.engine.cli import ConfigOptionsAction
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('config')
-    p.add_argument('checkpoint', help='a training checkpoint or a state dict (tools/zero_to_fp32.py for DeepSpeed)')
+    p.add_argument('checkpoint', help='a training checkpoint or a state dict (tools/zero_to_fp32.py for DeepSpeed), '
+                   'a local path or hf://ORG/NAME/FILE')
     p.add_argument('inputs', nargs='+', help='images, or folders of images (searched recursively)')
     p.add_argument('--out-dir', default='work_dirs/infer', help='(default: %(default)s)')
     p.add_argument('--device', default=None, help='default: cuda:0 if available, else cpu')
     p.add_argument('--opacity', type=float, default=0.5, help='of the segmentation overlay (default: %(default)s)')
     p.add_argument('--score-thr', type=float, default=0.3,
                    help='detections drawn and counted from this score (default: %(default)s)')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
+    p.add_argument('--cfg-options', nargs='+', action=ConfigOptionsAction, help='override config entries')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
     return p.parse_args(argv)
 
@@ -36,7 +39,7 @@ def parse_args(argv=None):
 def main(argv=None):
     setup_entry_point()
     args = parse_args(argv)
-    from internvit_dense.inference import UnreadableImage, find_images, predict_images, task_for
+    from internvit_dense.inference import OutputWriteError, find_images, predict_images, task_for
     try:
         images = find_images(args.inputs)
     except FileNotFoundError as e:
@@ -59,14 +62,18 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     try:
-        predict_images(task, images, args.out_dir, progress=not args.quiet)
-    except UnreadableImage as e:
-        raise SystemExit(str(e)) from None
+        skipped = predict_images(task, images, args.out_dir, progress=not args.quiet)
+    except OutputWriteError as e:
+        raise SystemExit(f'stopped: {e}') from None
     seconds = time.perf_counter() - t0
 
-    print(f'done: {len(images)} images in {seconds:.1f}s ({seconds / len(images):.2f}s each)')
-    print(f'  {task.summary()}')
+    done = len(images) - len(skipped)
+    print(f'done: {done} images in {seconds:.1f}s ({seconds / max(done, 1):.2f}s each)')
+    if done:
+        print(f'  {task.summary()}')
     print(f'  overlays and predictions: {osp.abspath(args.out_dir)}')
+    if skipped:  # every other image was predicted; the exit status says that not all were
+        raise SystemExit(f'{len(skipped)} of {len(images)} inputs skipped:\n' + '\n'.join(f'  {s}' for s in skipped))
 
 
 if __name__ == '__main__':

@@ -3,7 +3,7 @@
 
     # 1. run the frozen backbone once over ImageNet-1k and its variants; resumable (rerun the same command)
     python tools/linear_probe.py extract --data-root data/imagenet \\
-        --checkpoint pretrained/intern_vit_6b_224px.pth --arch 6b --img-size 224 --blocks last4
+        --checkpoint OpenGVLab/InternViT-6B-224px --img-size 224 --blocks last4
     #    other encoders through the same protocol: a timm model from a local file, a transformers folder
     python tools/linear_probe.py extract --data-root data/imagenet --backbone timm:vit_large_patch14_dinov2 \\
         --checkpoint pretrained/dinov2_vitl14.safetensors

@@ -16,14 +16,14 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
+    from internvit_dense.engine.cli import ConfigOptionsAction
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('config')
     p.add_argument('--gpus', type=int, default=8, help='GPUs (processes) of the run (default 8)')
     p.add_argument('--gpu-memory', type=float, default=80, help='memory of one GPU in GB as nvidia-smi shows it '
                    '(GiB; default 80)')
     p.add_argument('--batch-size', type=int, help="images per GPU (default: the config's train_dataloader)")
-    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries, as in train.py')
+    p.add_argument('--cfg-options', nargs='+', action=ConfigOptionsAction, help='override config entries, as in train.py')
     p.add_argument('--deepspeed', type=int, choices=[1, 2, 3], metavar='STAGE', help='as tools/train.py --deepspeed')
     p.add_argument('--deepspeed-precision', choices=['fp32', 'bf16', 'fp16'])
     p.add_argument('--deepspeed-offload', action='store_true')
@@ -34,6 +34,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from internvit_dense.memory_plan.plan import check_plan_arguments
+    try:  # before the config is read and the model traced: nothing to plan with these
+        check_plan_arguments(args.gpus, args.gpu_memory, args.batch_size)
+    except ValueError as e:
+        raise SystemExit(f'tools/memory_plan.py: {e}') from None
     if not osp.isfile(args.config):
         raise SystemExit(f'config file not found: {args.config}')
     from mmengine.config import Config

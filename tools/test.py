@@ -13,7 +13,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (and evaluate) a checkpoint')
     add_common_args(parser)
     parser.add_argument('checkpoint', help='checkpoint file (a training checkpoint, a consolidated state dict, or one of '
-                        "InternVL's released task checkpoints as it is)")
+                        "InternVL's released task checkpoints as it is, also as hf://OpenGVLab/InternVL/FILE)")
     parser.add_argument('--show-dir', help='write prediction overlays (PNG) into this folder')
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds each shown prediction stays')
@@ -84,6 +84,11 @@ def main(argv=None):
     setup_entry_point()
     args = parse_args(argv)
     cfg = load_config(args)
+    from internvit_dense.checkpoint import HubCheckpointError, resolve_checkpoint
+    try:
+        args.checkpoint = resolve_checkpoint(args.checkpoint)  # a local path wins; else hf://ORG/NAME/FILE
+    except HubCheckpointError as e:
+        raise SystemExit(str(e)) from None
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'checkpoint not found: {args.checkpoint}')
     cfg.load_from = None  # the model is built from the checkpoint, strictly: never random weights tested
@@ -112,11 +117,12 @@ def main(argv=None):
 
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
+    from internvit_dense.apis import NonFiniteWeightsError
     from internvit_dense.checkpoint import CheckpointError
     from internvit_dense.checkpoint.files import UnreadableCheckpointError
     try:
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    except UnreadableCheckpointError as e:  # damaged or not a checkpoint: the message says what to do
+    except (UnreadableCheckpointError, NonFiniteWeightsError) as e:  # the message says what to do
         raise SystemExit(str(e)) from None
     except CheckpointError as e:
         raise SystemExit(f'checkpoint {args.checkpoint} does not fit the model of {args.config}:\n{e}') from None

@@ -32,6 +32,10 @@ def default_output(checkpoint: str) -> str:
 
 def consolidate(checkpoint: str) -> dict:
     """The mmengine checkpoint dict for a DeepSpeed checkpoint folder."""
+    from internvit_dense.engine.device_env import deepspeed_unavailable
+    reason = deepspeed_unavailable()
+    if reason:
+        raise ValueError(reason)
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint, get_model_state_files
 
     from internvit_dense.checkpoint import torch_load
@@ -47,9 +51,21 @@ def consolidate(checkpoint: str) -> dict:
     # integer counters (BatchNorm's num_batches_tracked) included.
     rank0 = sorted(get_model_state_files(checkpoint))[0]
     saved = torch_load(rank0)
+    missing = []
     for name, value in saved['module'].items():
-        if name in state_dict and not value.is_floating_point():
+        if name in state_dict:
+            if not value.is_floating_point():
+                state_dict[name] = value.clone()
+        elif value.numel() > 0:
+            # Frozen parameters under ZeRO-1: DeepSpeed records them (frozen_param_shapes/_fragments) from
+            # stage 2 on only, so its helper leaves them out; below stage 3 the module state holds every
+            # parameter whole, and a frozen one is exactly what training started from
             state_dict[name] = value.clone()
+        else:
+            missing.append(name)  # a stage-3 placeholder the helper should have filled
+    if missing:
+        raise ValueError(f'{checkpoint}: the consolidated weights lack {len(missing)} tensors of the model, '
+                         f'e.g. {missing[:6]}')
     meta = dict(saved.get('meta') or {})
     meta['deepspeed_checkpoint'] = osp.abspath(checkpoint)
     return {'state_dict': state_dict, 'meta': meta}

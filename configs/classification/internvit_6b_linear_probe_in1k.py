@@ -24,7 +24,8 @@ model = dict(
         # copy; norms compute in fp32 and the features reach the fp32 head in fp32
         dtype='bfloat16',
         with_cp=False,
-        init_cfg=dict(type='Pretrained', checkpoint='pretrained/intern_vit_6b_224px.pth')),
+        # a Hugging Face repository, fetched once into its cache; a local path works too (docs/checkpoints.md)
+        init_cfg=dict(type='Pretrained', checkpoint='OpenGVLab/InternViT-6B-224px')),
     num_classes=1000,
     n_last_blocks=1,
     avgpool=True,

@@ -217,8 +217,16 @@ def atomic_destination(dst: str, overwrite: bool = False):
     tmp = osp.join(parent, f'.{osp.basename(dst)}.tmp-{os.getpid()}')
     old = osp.join(parent, f'.{osp.basename(dst)}.old-{os.getpid()}')
     try:
-        yield tmp
-        _fsync_tree(tmp)
+        try:
+            yield tmp
+            _fsync_tree(tmp)
+        except Exception as e:
+            if not _is_write_failure(e):
+                raise
+            raise CheckpointError(f'could not write {dst}: {type(e).__name__}: {str(e).strip().splitlines()[0][:300]}; '
+                                  f'{_free_space(parent)} free in {parent} (a full disk, a quota or a file-size limit?); '
+                                  f'nothing was left at {dst}' + (' (its earlier content is untouched)'
+                                                                  if osp.exists(dst) else '')) from e
         if osp.exists(dst):
             os.replace(dst, old)  # a folder cannot be swapped in one rename: the old one steps aside first
         try:
@@ -231,6 +239,23 @@ def atomic_destination(dst: str, overwrite: bool = False):
         _remove(old)
     finally:
         _remove(tmp)
+
+
+def _is_write_failure(e: BaseException) -> bool:
+    """A failed write, as the writers report one: an OSError (ENOSPC, EFBIG), torch's zip writer ('enforce
+    fail at inline_container.cc ... unexpected pos') or safetensors' SafetensorError (an I/O error inside)."""
+    if isinstance(e, OSError):
+        return True
+    text = str(e)
+    return (type(e).__name__ == 'SafetensorError' or 'inline_container' in text or 'PytorchStreamWriter' in text
+            or 'No space left' in text or 'File too large' in text)
+
+
+def _free_space(folder: str) -> str:
+    try:
+        return f'{shutil.disk_usage(folder).free / 2**30:.2f} GiB'
+    except OSError:
+        return 'unknown space'
 
 
 def _remove(path: str) -> None:

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from .files import CheckpointError, ShardFile, all_keys, checkpoint_files, read_config
+from .hub import resolve_checkpoint
 from .formats import FORMAT_PTH, FORMATS, arch_from_config, detect_format, get_format
 
 
@@ -28,7 +29,7 @@ class CheckpointReader:
     """
 
     def __init__(self, path: Union[str, os.PathLike], prefix: Optional[str] = None):
-        self.path = str(path)
+        self.path = resolve_checkpoint(path)  # a local path, or the Hub cache's copy of a Hub name (.hub)
         self.files = checkpoint_files(self.path)
         self._first = ShardFile(self.files[0])
         try:

@@ -18,6 +18,7 @@ import torch.nn as nn
 from mmengine.logging import print_log
 
 from .files import CheckpointError, torch_load
+from .hub import resolve_checkpoint
 from .internvl_tasks import detect_task_format
 
 WRAPPER_KEYS = ('state_dict', 'module', 'model')
@@ -29,8 +30,9 @@ class ModelCheckpointError(CheckpointError):
 
 # ------------------------------------------------------------------ reading files
 def read_checkpoint_file(path: Union[str, os.PathLike]):
-    """A trusted checkpoint file, memory-mapped (:func:`.files.torch_load`), with errors that say what to do."""
-    path = str(path)
+    """A trusted checkpoint file (or ``hf://ORG/NAME/FILE``, :mod:`.hub`), memory-mapped
+    (:func:`.files.torch_load`), with errors that say what to do."""
+    path = resolve_checkpoint(path)
     if osp.isdir(path):
         raise ModelCheckpointError(f'{path} is a folder, not a checkpoint file (a DeepSpeed checkpoint? make one '
                                    f'file of it: python tools/zero_to_fp32.py {path})')

@@ -6,9 +6,12 @@ from typing import List
 
 import numpy as np
 
+import mmcv
+import mmengine.fileio as fileio
 from mmcv.transforms import BaseTransform
 from mmengine.logging import print_log
 from mmseg.datasets import ADE20KDataset
+from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import DATASETS, TRANSFORMS
 
 from .checks import check_no_empty_files
@@ -120,3 +123,60 @@ class CheckSegMapSize(BaseTransform):
                              f"{'after reduce_zero_label (file value minus 1) ' if zero else ''}but the data set has "
                              f"num_classes={num_classes} (labels 0-{num_classes - 1}) and ignore index {ignore_index}; "
                              'fix the file, or the classes / ignore_index of the data set')
+
+
+def label_map_problem(seg: np.ndarray) -> str:
+    """What makes a decoded label file not a map of class indices in 0-255 (one channel, whole numbers), or ''."""
+    if seg.ndim == 3 and seg.shape[2] > 1:
+        return (f'has {seg.shape[2]} channels ({seg.shape[0]}x{seg.shape[1]}x{seg.shape[2]}): a label map must be '
+                'single-channel, one class index per pixel (an RGB file is a colour rendering of the labels; '
+                'convert it back to indices)')
+    if seg.ndim not in (2, 3):
+        return f'has shape {seg.shape}: a label map is one 2-D array of class indices'
+    if not np.issubdtype(seg.dtype, np.integer):
+        return f'holds {seg.dtype} values: a label map holds whole class indices (8-bit PNG)'
+    if seg.dtype != np.uint8 and seg.size:
+        low, high = int(seg.min()), int(seg.max())
+        if low < 0 or high > 255:
+            return (f'is a {seg.dtype.itemsize * 8}-bit file holding {high if high > 255 else low}: label values '
+                    'must lie in 0-255 (classes, and 255 for ignore), which is what an 8-bit label PNG holds')
+    return ''
+
+
+@TRANSFORMS.register_module(name='LoadAnnotations', force=True)
+class CheckedLoadAnnotations(LoadAnnotations):
+    """mmseg's ``LoadAnnotations`` that looks at the decoded file before casting it to uint8.
+
+    mmseg decodes ``flag='unchanged'`` then casts to uint8 at once: a 16-bit label holding 300 becomes class 43
+    (300 mod 256) before :class:`CheckSegMapSize` can see it, an RGB label reaches the collate step as a
+    3-channel map ('stack expects each tensor to be equal size'), and its ``squeeze()`` turns a 1x1 label into a
+    0-d array that ``reduce_zero_label`` cannot index. Registered under mmseg's name (``force``), so that the
+    shipped configs and users' own load labels through the check; a valid label loads exactly as in mmseg.
+    """
+
+    def _load_seg_map(self, results: dict) -> None:
+        path = results['seg_map_path']
+        seg = mmcv.imfrombytes(fileio.get(path, backend_args=self.backend_args), flag='unchanged',
+                               backend=self.imdecode_backend)
+        if seg is None:
+            raise ValueError(f'label map {path} could not be decoded as an image (damaged, or not an image file)')
+        problem = label_map_problem(seg)
+        if problem:
+            raise ValueError(f'label map {path} {problem}')
+        if seg.ndim == 3:  # H x W x 1
+            seg = seg[..., 0]
+        seg = seg.astype(np.uint8)
+        if self.reduce_zero_label is None:
+            self.reduce_zero_label = results['reduce_zero_label']
+        if self.reduce_zero_label != results['reduce_zero_label']:
+            raise ValueError(f'LoadAnnotations(reduce_zero_label={self.reduce_zero_label}) but the data set has '
+                             f"reduce_zero_label={results['reduce_zero_label']}: set the same on both")
+        if self.reduce_zero_label:  # 0 (other) -> 255 (ignore), every class one lower, as mmseg does
+            seg = np.where(seg == 0, 255, seg - 1).astype(np.uint8)
+            seg[seg == 254] = 255
+        if results.get('label_map') is not None:
+            original = seg.copy()
+            for old_id, new_id in results['label_map'].items():
+                seg[original == old_id] = new_id
+        results['gt_seg_map'] = seg
+        results['seg_fields'].append('gt_seg_map')

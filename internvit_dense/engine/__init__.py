@@ -1,6 +1,12 @@
-from . import fileio  # noqa: F401  registers the atomic local file backend
-from .hooks import SafeCheckpointHook, StopOnNonFiniteLoss
-from .optimizers import LayerDecayOptimWrapperConstructor, check_trainable, get_layer_id
+# First, before mmengine.runner loads: it imports DeepSpeed (mmengine/_strategy/deepspeed.py) catching
+# only ImportError, so a DeepSpeed that fails otherwise (no CUDA toolkit on a GPU host) would stop every tool
+from .device_env import guard_deepspeed_import
+
+guard_deepspeed_import()
+
+from . import fileio  # noqa: F401,E402  registers the atomic local file backend
+from .hooks import SafeCheckpointHook, StopOnNonFiniteLoss  # noqa: E402
+from .optimizers import LayerDecayOptimWrapperConstructor, check_trainable, get_layer_id  # noqa: E402
 
 __all__ = ['LayerDecayOptimWrapperConstructor', 'SafeCheckpointHook', 'StopOnNonFiniteLoss', 'check_trainable',
            'get_layer_id']

@@ -207,6 +207,11 @@ def prepare_deepspeed(cfg: Config) -> None:
     """Makes a config with a DeepSpeed strategy ready for ``FlexibleRunner.from_cfg``."""
     import torch
 
+    from .device_env import deepspeed_unavailable
+    reason = deepspeed_unavailable()
+    if reason:  # mmengine would otherwise say only that DeepSpeed is not installed
+        raise ValueError(reason)
+
     to_deepspeed_optim_wrapper(cfg)
     complete_half_precision(cfg.strategy)
     if precision_of(cfg.strategy) == 'fp16':

@@ -4,23 +4,29 @@
 ends a run at its first NaN/Inf loss. ``add_safety_hooks`` puts both into a training config (tools/train.py
 calls it), so every config gets them without naming them.
 """
+import difflib
+import inspect
 import logging
 import math
+import os
 import os.path as osp
 import random
+import re
+import shutil
 from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-from mmengine.dist import all_gather_object, get_rank, get_world_size, is_distributed
+from mmengine.dist import all_gather_object, get_rank, get_world_size, is_distributed, is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-from . import fileio  # noqa: F401  registers the 'atomic_local' file backend
+from .fileio import TEMP_MARK  # the import registers the 'atomic_local' file backend
 from .work_dir import inside
 
 RANDOM_STATES = 'random_states'  # message-hub key: saved in every checkpoint, restored on resume
+PARTIAL_NAME = re.compile(re.escape(TEMP_MARK) + r'(\d+)-(.+)$')  # what fileio.write_atomically writes first
 
 
 class NonFiniteError(RuntimeError):
@@ -101,6 +107,14 @@ class SafeCheckpointHook(CheckpointHook):
        :class:`NonFiniteError` naming the iteration and the first bad tensors.
     4. Each checkpoint carries every process's python/numpy/torch random states; a resumed run
        restores them, so drop path and dropout draw the masks the uninterrupted run would have drawn.
+    5. Validation leaves those states as it found them, so a run resumed from a checkpoint written just
+       before a validation (every checkpoint, where the intervals coincide) draws what the uninterrupted
+       run drew after it. Resumed at a step whose validation comes after its checkpoint, that validation
+       is run (a kill before or during it would lose it, and the best checkpoint would be ranked without it).
+    6. On start, what a killed write left in the checkpoint folder is named: ``.partial-PID-*`` files of
+       writers no longer running are removed, best checkpoints no record names are listed.
+    7. Its keyword arguments are checked when it is built: mmengine passes unknown ones on to
+       ``runner.save_checkpoint`` at the first save, hours into a run.
     """
 
     def __init__(self, *args, backend_args: Optional[dict] = None, file_client_args: Optional[dict] = None,
@@ -108,15 +122,23 @@ class SafeCheckpointHook(CheckpointHook):
         local = out_dir is None or '://' not in str(out_dir)
         if backend_args is None and file_client_args is None and local:
             backend_args = dict(backend='atomic_local')
+        _check_save_arguments(kwargs)
         super().__init__(*args, backend_args=backend_args, file_client_args=file_client_args, out_dir=out_dir,
                          **kwargs)
         self._checked_iter = None
+        self._states_before_val = None
 
     # 2. work dir only ------------------------------------------------------------------------------
     def before_train(self, runner) -> None:
         super().before_train(runner)
+        _refuse_nothing_to_train(runner)
         self._restore_random_states(runner)
+        if self._local():
+            remove_partial_writes(self.out_dir)
+        resumed = runner.iter > 0 or runner.epoch > 0
         if self.save_best is None:
+            if resumed:
+                self._validate_skipped_step(runner)
             return
         if len(self.key_indicators) == 1:
             self.best_ckpt_path = self._rebase(runner, 'best_ckpt', self.best_ckpt_path)
@@ -124,6 +146,13 @@ class SafeCheckpointHook(CheckpointHook):
             for key in self.key_indicators:
                 self.best_ckpt_path_dict[key] = self._rebase(runner, f'best_ckpt_{key}',
                                                              self.best_ckpt_path_dict.get(key))
+        if resumed:  # after the records are re-pointed: it may rank a best
+            self._validate_skipped_step(runner)
+            if self._local():
+                self._name_stray_best(runner)
+
+    def _local(self) -> bool:
+        return isinstance(self.out_dir, str) and '://' not in self.out_dir and is_main_process()
 
     def _rebase(self, runner, info_key: str, path: Optional[str]) -> Optional[str]:
         if not path or not isinstance(self.out_dir, str) or '://' in self.out_dir or inside(path, self.out_dir):
@@ -137,6 +166,57 @@ class SafeCheckpointHook(CheckpointHook):
         new = local if found else None
         runner.message_hub.update_info(info_key, new)
         return new
+
+    # 5. validation does not move the training's random stream -----------------------------------------
+    # Creating the validation data loader's iterator draws its base seed from torch's global generator, and
+    # val transforms, TTA and other hooks may draw from any of python/numpy/torch: the states are put back as
+    # validation found them, rather than giving the val data loader a generator of its own, which would cover
+    # the first draw only. The checkpoint of that iteration, written before validation, then holds exactly
+    # the states the uninterrupted run trains on after it.
+    def before_val(self, runner) -> None:
+        self._states_before_val = _random_states()
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self._put_back_states_before_val()  # before a best checkpoint (and mmengine's re-save) records them
+        super().after_val_epoch(runner, metrics)
+
+    def after_val(self, runner) -> None:
+        self._put_back_states_before_val()
+        self._states_before_val = None
+
+    def _put_back_states_before_val(self) -> None:
+        if self._states_before_val is not None:
+            _set_random_states(self._states_before_val)
+
+    def _validate_skipped_step(self, runner) -> None:
+        """mmengine writes a step's checkpoint before that step's validation and, resumed from it, goes on
+        with the next step: a run killed before or during that validation never has it, and its best
+        checkpoint is ranked without it. It is run here, as the uninterrupted run ran it (the random states
+        are put back afterwards, as after any validation). A validation the killed run did finish is run
+        again: same weights, same scores; a score equal to the best is not a new best."""
+        loop, val_loop = runner.train_loop, runner.val_loop
+        if val_loop is None or not hasattr(loop, 'val_interval'):
+            return
+        by_epoch = _by_epoch(loop)
+        step, last = (loop.epoch, loop.max_epochs) if by_epoch else (loop.iter, loop.max_iters)
+        if step == 0 or step < loop.val_begin or not (step % loop.val_interval == 0 or step == last):
+            return
+        print_log(f'resumed at {"epoch" if by_epoch else "iteration"} {step}, whose checkpoint is written before its '
+                  'validation: validating it now, as the uninterrupted run did', logger='current')
+        val_loop.run()
+
+    def _name_stray_best(self, runner) -> None:
+        """Best checkpoints no record of this run names: left by a killed run's steps after the checkpoint
+        resumed from (they are redone), or by a kill between ranking a best and recording it."""
+        paths = [getattr(self, 'best_ckpt_path', None)] + list(getattr(self, 'best_ckpt_path_dict', {}).values())
+        recorded = {osp.basename(str(p).rstrip('/')) for p in paths if p}
+        prefixes = tuple(f'best_{k}_'.replace('/', '_') for k in self.key_indicators if k != 'auto') or ('best_',)
+        stray = sorted(n for n in os.listdir(self.out_dir) if n.startswith(prefixes) and n not in recorded)
+        if stray:
+            print_log(f'best checkpoints in {self.out_dir} that no record of this run names: {", ".join(stray)} (left '
+                      'by steps of a killed run after the checkpoint resumed from, which are redone now, or by a kill '
+                      'between ranking and recording a best); this run neither reads, rotates nor deletes them: '
+                      'delete them if not wanted', logger='current', level=logging.WARNING)
 
     # 3. never save a non-finite model --------------------------------------------------------------
     def _refuse_non_finite(self, runner) -> None:
@@ -193,6 +273,85 @@ class SafeCheckpointHook(CheckpointHook):
             _set_random_states(state)
 
 
+def _by_epoch(loop) -> bool:
+    """Whether a train loop counts epochs (IterBasedTrainLoop has a max_epochs too: 1)."""
+    from mmengine.runner import EpochBasedTrainLoop
+    return isinstance(loop, EpochBasedTrainLoop)
+
+
+class NothingToTrain(RuntimeError):
+    """A resumed run whose checkpoint is already at (or past) the end of the schedule."""
+
+
+def _refuse_nothing_to_train(runner) -> None:
+    loop = runner.train_loop
+    done, end, unit = ((loop.epoch, loop.max_epochs, 'epoch') if _by_epoch(loop)
+                       else (loop.iter, loop.max_iters, 'iteration'))
+    if done > 0 and done >= end:
+        key = 'train_cfg.max_epochs' if unit == 'epoch' else 'train_cfg.max_iters'
+        raise NothingToTrain(f'the checkpoint resumed from ({runner.cfg.get("load_from")}) is at {unit} {done} '
+                             f'and {key}={end}: nothing to train. Raise {key} to train on, or evaluate the '
+                             'checkpoint with tools/test.py')
+
+
+def _check_save_arguments(kwargs: dict) -> None:
+    """The keyword arguments mmengine's CheckpointHook does not know itself go to ``runner.save_checkpoint``
+    (at the first save): checked against it (and DeepSpeed's FlexibleRunner's) now."""
+    if not kwargs:
+        return
+    from mmengine.runner import FlexibleRunner, Runner
+    hook = set(inspect.signature(CheckpointHook.__init__).parameters)
+    save = set(inspect.signature(Runner.save_checkpoint).parameters) | set(
+        inspect.signature(FlexibleRunner.save_checkpoint).parameters)
+    known = (hook | save) - {'self', 'args', 'kwargs'}
+    unknown = [k for k in kwargs if k not in known]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.7)
+            hints.append(f'{key!r}' + (f' (did you mean {close[0]!r}?)' if close else ''))
+        raise TypeError(f'default_hooks.checkpoint: unknown argument {", ".join(hints)}; CheckpointHook takes '
+                        f'{", ".join(sorted(known))}')
+
+
+def remove_partial_writes(folder: str) -> List[str]:
+    """Removes the ``.partial-PID-NAME`` files (engine/fileio.py) that a writer no longer running left in
+    ``folder`` (a kill -9 during a checkpoint write; each as large as a checkpoint), naming each.
+    A live process's partial file is left alone. Returns what was removed."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return removed
+    for name in sorted(names):
+        m = PARTIAL_NAME.match(name)
+        if not m or _pid_alive(int(m.group(1))):
+            continue
+        path = osp.join(folder, name)
+        size = osp.getsize(path) if osp.isfile(path) else 0
+        try:
+            os.remove(path) if not osp.isdir(path) else shutil.rmtree(path)
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+        print_log(f'removed {path} ({size / 2**20:.1f} MiB): the unfinished write of {m.group(2)} by process '
+                  f'{m.group(1)}, which no longer runs (killed while saving); it was never a whole checkpoint',
+                  logger='current', level=logging.WARNING)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @HOOKS.register_module()
 class StopOnNonFiniteLoss(Hook):
     """Stops training at the first iteration whose loss (any term) or gradient norm is NaN/Inf,
@@ -231,7 +390,12 @@ class StopOnNonFiniteLoss(Hook):
     def _loss_scaled(runner) -> bool:
         wrapper = getattr(runner, 'optim_wrapper', None)
         wrappers = getattr(wrapper, '_optim_wrappers', {wrapper: wrapper}).values() if wrapper is not None else []
-        return any(type(w).__name__ in ('AmpOptimWrapper', 'DeepSpeedOptimWrapper') for w in wrappers)
+        # an AmpOptimWrapper in bf16 has its GradScaler off (engine/training.py): no skipped steps to allow for
+        def scaled(w):
+            scaler = getattr(w, 'loss_scaler', None)
+            return scaler is None or scaler.is_enabled()
+        return any(type(w).__name__ == 'DeepSpeedOptimWrapper' or (type(w).__name__ == 'AmpOptimWrapper' and scaled(w))
+                   for w in wrappers)
 
     @staticmethod
     def _overflow_note(runner) -> str:

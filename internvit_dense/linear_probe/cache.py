@@ -24,6 +24,7 @@ import json
 import os
 import os.path as osp
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -76,6 +77,28 @@ def items_fingerprint(paths: Sequence[str], labels: Sequence[int]) -> str:
     for p, label in zip(paths, labels):
         h.update(f'{p}\t{label}\n'.encode())
     return h.hexdigest()
+
+
+def _npy_problem(path: str, shape: tuple, dtype: np.dtype) -> Optional[str]:
+    """What makes ``path`` not a whole ``.npy`` of ``shape`` and ``dtype``, or None (reads the header only)."""
+    if not osp.isfile(path):
+        return 'is missing'
+    size = osp.getsize(path)
+    try:
+        with open(path, 'rb') as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            header_shape, _, header_dtype = read_header(f)
+            data_start = f.tell()
+    except (ValueError, OSError, EOFError) as e:
+        return f'is not a readable .npy file ({size} bytes: {e})'
+    if tuple(header_shape) != tuple(shape) or header_dtype != dtype:
+        return f'holds {header_dtype} {tuple(header_shape)}, the manifest says {dtype} {tuple(shape)}'
+    need = data_start + int(np.prod(shape)) * dtype.itemsize
+    if size < need:
+        return f'is truncated ({size} bytes, its {dtype} {tuple(shape)} array needs {need})'
+    return None
 
 
 def _write_json_atomic(path: str, obj) -> None:
@@ -181,7 +204,8 @@ class FeatureCache:
                 raise CacheError(f'split {split!r} of {self.root} was started with other settings '
                                  f'(cached, requested): {diff}; finish it with the same ones, or delete '
                                  f'{osp.join(self.root, split)} and its manifest entry by extracting with --restart')
-            return info
+            if not self.drop_if_damaged(split):
+                return info
         d = osp.join(self.root, split)
         os.makedirs(d, exist_ok=True)
         np.save(osp.join(d, 'labels.npy'), np.asarray(labels, dtype=np.int64))
@@ -205,6 +229,37 @@ class FeatureCache:
             for f in os.listdir(d):
                 os.remove(osp.join(d, f))
             os.rmdir(d)
+
+    def damaged_files(self, split: str) -> List[str]:
+        """The files of ``split`` that do not hold what its manifest says (missing, another shape or dtype,
+        or shorter than their header promises: a copy or a disk cut them short), each with the reason.
+
+        Chunks are marked done only once written, so a whole file is the cache's promise; a short one
+        otherwise surfaces as numpy's 'mmap length is greater than file size' in every later sweep."""
+        info = self.splits[split]
+        d = osp.join(self.root, split)
+        want = [(array_name(kind, block), (info['rows'], info['dim']), np.dtype(info['dtype']))
+                for kind, block in self.keys()]
+        want.append(('labels.npy', (info['num_images'],), np.dtype(np.int64)))
+        problems = [f'{osp.join(d, "meta.json")} is missing'] if not osp.isfile(osp.join(d, 'meta.json')) else []
+        for name, shape, dtype in want:
+            path = osp.join(d, name)
+            problem = _npy_problem(path, shape, dtype)
+            if problem:
+                problems.append(f'{path} {problem}')
+        return problems
+
+    def drop_if_damaged(self, split: str) -> List[str]:
+        """Drops ``split`` (files and manifest entry) when a file of it is damaged, so that the next
+        extraction computes it again; returns what was wrong (empty: nothing dropped)."""
+        if split not in self.splits:
+            return []
+        problems = self.damaged_files(split)
+        if problems:
+            warnings.warn(f'split {split!r} of the feature cache {self.root} is damaged: {"; ".join(problems)}; '
+                          'extracting it again', stacklevel=2)
+            self.drop_split(split)
+        return problems
 
     def pending_chunks(self, split: str) -> List[int]:
         info = self.splits[split]
@@ -258,6 +313,11 @@ class FeatureCache:
         if not info['complete'] and not allow_partial:
             raise CacheError(f'split {split!r} of {self.root} is incomplete ({len(info["done"])}/'
                              f'{info["num_chunks"]} chunks); rerun the extraction to finish it')
+        problems = self.damaged_files(split)
+        if problems:
+            raise CacheError(f'split {split!r} of {self.root} is damaged: {"; ".join(problems)}. Run '
+                             '`tools/linear_probe.py extract` again with the same arguments: it extracts the '
+                             'damaged split again')
         d = osp.join(self.root, split)
         keys = self.keys() if keys is None else list(keys)
         arrays = {k: np.load(osp.join(d, array_name(*k)), mmap_mode='r') for k in keys}

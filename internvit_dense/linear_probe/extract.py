@@ -22,6 +22,7 @@ import torch
 from mmcv.transforms import Compose
 from torch.utils.data import DataLoader, Dataset
 
+from internvit_dense.checkpoint import resolve_checkpoint
 from internvit_dense.datasets.imagenet_transforms import IMAGENET_MEAN, IMAGENET_STD
 from internvit_dense.models.classifiers.linear_probe import block_tokens
 
@@ -205,11 +206,12 @@ def build_encoder(encoder: str = 'internvit', checkpoint: Optional[str] = None, 
             raise ExtractError('InternViT: pass --checkpoint (weights in any supported format) or --random-init')
         if arch is not None:
             kwargs['arch'] = arch
+        spec, checkpoint = checkpoint, resolve_checkpoint(checkpoint)  # a Hub name: its cached copy
         model = InternViT.from_pretrained(checkpoint, **kwargs)
     # InternViT caches keep the identity they had before other encoders existed (no 'encoder' entry).
     ident = dict(checkpoint=(dict(kind='random', seed=seed) if random_init else checkpoint_identity(checkpoint)),
                  arch=model.arch, patch_size=model.patch_size, pretrain_size=model.pretrain_size)
-    name = 'random' if random_init else osp.splitext(osp.basename(osp.normpath(checkpoint)))[0]
+    name = 'random' if random_init else osp.splitext(osp.basename(osp.normpath(spec)))[0]
     return model.eval(), ident, name
 
 
@@ -305,6 +307,8 @@ def run_extract(data_root: str, encoder: str = 'internvit', checkpoint: Optional
         pipeline = train_pipeline(img_size) if augment else eval_pipeline(img_size, resize_size)
         if restart and not cache.is_complete(split):
             cache.drop_split(split)
+        for problem in cache.drop_if_damaged(split):
+            log(f'  {split}: {problem}; extracting the split again')
         before = len(cache.splits.get(split, {}).get('done', []))
         try:
             info = extract_split(cache, split, [p for p, _ in items], [lab for _, lab in items], model, pipeline,

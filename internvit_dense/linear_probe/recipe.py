@@ -13,6 +13,8 @@ import os.path as osp
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from internvit_dense.checkpoint.hub import HubCheckpointError, resolve_checkpoint
+
 from .cache import CacheError, checkpoint_identity
 from .grid import FeatureSpec, ProbeClassifier
 
@@ -149,7 +151,10 @@ def check_against_cache(probe: RecipeProbe, identity: dict, blocks: List[int], d
         probe.unverified.append('backbone weights are inside the probe checkpoint; the cache was extracted from '
                                 f'{_describe(cached_ckpt)} and the two are not compared')
     elif init.get('type') == 'Pretrained' and init.get('checkpoint'):
-        path = init['checkpoint']
+        try:  # a Hub name: its cached copy, never a download just to compare
+            path = resolve_checkpoint(init['checkpoint'], local_files_only=True)
+        except HubCheckpointError:
+            path = init['checkpoint']
         if not osp.exists(path):
             probe.unverified.append(f'backbone weights: {path} (the probe\'s pretrained file) is not on this machine')
         elif checkpoint_identity(path) != cached_ckpt:

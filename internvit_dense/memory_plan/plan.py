@@ -66,7 +66,8 @@ def _task(model) -> str:
     if hasattr(model, 'rpn_head') and hasattr(model, 'roi_head'):
         return 'detection'
     if hasattr(model, 'decode_head'):
-        return 'segmentation'
+        # depth heads (models/depth) carry a depth range; they learn from gt_depth_map, not gt_sem_seg
+        return 'depth' if hasattr(model.decode_head, 'max_depth') else 'segmentation'
     return 'classification'
 
 
@@ -77,12 +78,14 @@ def _step_function(model, batch: int, size: Tuple[int, int], dtype: torch.dtype,
 
     def run():
         inputs = torch.empty(batch, 3, h, w, dtype=dtype)
-        if task == 'segmentation':
+        if task in ('segmentation', 'depth'):
             from mmengine.structures import PixelData
             from mmseg.structures import SegDataSample
             samples = []
             for _ in range(batch):
-                s = SegDataSample(gt_sem_seg=PixelData(data=torch.zeros(1, h, w, dtype=torch.long)))
+                gt = (dict(gt_depth_map=PixelData(data=torch.ones(1, h, w, dtype=dtype))) if task == 'depth' else
+                      dict(gt_sem_seg=PixelData(data=torch.zeros(1, h, w, dtype=torch.long))))
+                s = SegDataSample(**gt)
                 s.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
                 samples.append(s)
             losses = model(inputs, samples, mode='loss')
@@ -286,10 +289,28 @@ class _Tracer:
         return self._steps[key]
 
 
+def check_plan_arguments(gpus, gpu_memory_gb, batch_size=None) -> None:
+    """Every number the plan divides or multiplies by must be a positive one: ``gpus=0`` divided the model
+    states by zero under ZeRO, ``batch_size=0`` fell back to the config's batch without a word."""
+    problems = []
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
+        problems.append(f'--gpus must be a whole number of at least 1 (the processes of the run), got {gpus!r}')
+    if isinstance(gpu_memory_gb, bool) or not isinstance(gpu_memory_gb, (int, float)) \
+            or not math.isfinite(gpu_memory_gb) or gpu_memory_gb <= 0:
+        problems.append(f'--gpu-memory must be a positive number of GB (one GPU\'s memory), got {gpu_memory_gb!r}')
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        problems.append(f'--batch-size must be a whole number of at least 1 (images per GPU), got {batch_size!r}; '
+                        "leave it out for the config's train_dataloader.batch_size")
+    if problems:
+        raise ValueError('; '.join(problems))
+
+
 def plan_config(cfg, gpus: int = 8, gpu_memory_gb: float = 80, batch_size: Optional[int] = None,
                 target: str = 'cuda', suggest: bool = True, name: str = '', _tracer: Optional[_Tracer] = None) -> Plan:
     """The plan of ``cfg`` (an mmengine Config, DeepSpeed options already applied) on ``gpus`` GPUs of
-    ``gpu_memory_gb`` GB (GiB, as nvidia-smi counts them)."""
+    ``gpu_memory_gb`` GB (GiB, as nvidia-smi counts them). Raises ValueError on a count or size that
+    plans nothing (0 GPUs, a negative memory, batch 0), naming the argument."""
+    check_plan_arguments(gpus, gpu_memory_gb, batch_size)
     start = time.perf_counter()
     tracer = _tracer or _Tracer(cfg, target)
     runner = runner_of(cfg, gpus)
@@ -315,15 +336,18 @@ def stop_if_it_cannot_fit(cfg, config_name: str, gpu_memory_gb: Optional[float] 
     """``tools/train.py``'s check before the model is built: on CUDA machines, a run whose plan does not fit
     the GPUs stops with the plan's one line (what to run instead). Nothing happens on CPU-only machines
     (host memory is not what the plan sizes), and a plan that fails to run only warns.
-    ``gpu_memory_gb`` / ``gpus`` default to this machine's GPU and the run's WORLD_SIZE."""
-    import os
+    ``gpu_memory_gb`` / ``gpus`` default to this machine's GPU and the run's number of processes as its
+    launcher gives it (under Slurm SLURM_NTASKS: WORLD_SIZE is not set yet)."""
     import warnings
+
+    from internvit_dense.engine.cli import launcher_local_rank, launcher_world_size
+    launcher = cfg.get('launcher')
     if gpu_memory_gb is None:
         if not torch.cuda.is_available():
             return
-        local = int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()
+        local = launcher_local_rank(launcher) % torch.cuda.device_count()
         gpu_memory_gb = torch.cuda.get_device_properties(local).total_memory / GiB
-    gpus = gpus or int(os.environ.get('WORLD_SIZE', '1'))
+    gpus = gpus or launcher_world_size(launcher)
     try:
         plan = plan_config(copy.deepcopy(cfg), gpus=gpus, gpu_memory_gb=gpu_memory_gb, name=config_name)
     except Exception as e:  # the plan advises; it must not be what stops a run that may fit

@@ -12,7 +12,8 @@ model = dict(
             img_size=504,
             drop_path_rate=0.0,
             frozen=True,
-            init_cfg=dict(type='Pretrained', checkpoint='pretrained/intern_vit_6b_224px.pth')),
+            # a Hugging Face repository, fetched once into its cache; a local path works too (docs/checkpoints.md)
+            init_cfg=dict(type='Pretrained', checkpoint='OpenGVLab/InternViT-6B-224px')),
         interaction_indexes=[[0, 11], [12, 23], [24, 35], [36, 47]],
         num_heads=25,  # value width 3200 * 0.5 = 1600 -> 64 per head
         n_points=4,

@@ -24,6 +24,7 @@ model = dict(
         drop_path_rate=0.0,
         frozen=True,
         with_cp=False,
-        init_cfg=dict(type='Pretrained', checkpoint='pretrained/intern_vit_6b_224px.pth')),
+        # a Hugging Face repository, fetched once into its cache; a local path works too (docs/checkpoints.md)
+        init_cfg=dict(type='Pretrained', checkpoint='OpenGVLab/InternViT-6B-224px')),
     train_cfg=dict(),
     test_cfg=dict(mode='slide', crop_size=(504, 504), stride=(322, 322)))

@@ -23,7 +23,8 @@ model = dict(
         with_cp=False,
         window_size=16,
         global_blocks=[],
-        init_cfg=dict(type='Pretrained', checkpoint='pretrained/intern_vit_6b_224px.pth')),
+        # a Hugging Face repository, fetched once into its cache; a local path works too (docs/checkpoints.md)
+        init_cfg=dict(type='Pretrained', checkpoint='OpenGVLab/InternViT-6B-224px')),
     # a list: mmengine builds it as a Sequential (neck.0 = pyramid, neck.1 = the base's FPN)
     neck=[
         dict(type='Feature2Pyramid', embed_dim=3200, rescales=[4, 2, 1, 0.5], norm_cfg=dict(type='LN2d')),

@@ -15,3 +15,5 @@ timm_linear_backbone = dict(
 # head tuning: four blocks spread over the depth, as [11, 23, 35, 47] over InternViT-6B's 48
 timm_upernet_backbone = dict(timm_linear_backbone, out_indices=[5, 11, 17, 23])
 timm_dims = 1024
+# depth (configs/depth/timm_*): DINOv2's own 4 blocks of ViT-L for its depth probes
+timm_depth_backbone = dict(timm_linear_backbone, out_indices=[4, 11, 17, 23])
