@@ -201,16 +201,10 @@ class Attention(nn.Module):
         B, N, C = x.shape
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         if self.qk_normalization:
-<<<<<<< HEAD
             # Normalised before the head split: the statistics span all heads. v copied out of the qkv output:
             # as a view, saved for backward, it would keep q's and k's un-normalised thirds alive too.
             q, k, v = self.q_norm(q), self.k_norm(k), v.contiguous()
-        impl = select_attn_impl(self.attn_impl, x)
-=======
-            # Normalised before the head split: the statistics span all heads.
-            q, k = self.q_norm(q), self.k_norm(k)
         impl = select_attn_impl(self.attn_impl, q)  # on what the kernel gets: bf16 under autocast
->>>>>>> main
         if key_mask is not None and impl == 'flash':
             impl = 'sdpa'  # flash_attn_func takes no mask; only padded windows get here
         heads = (B, N, self.num_heads, self.head_dim)
