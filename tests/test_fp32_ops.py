@@ -146,3 +146,47 @@ def test_nms_on_bf16_boxes():
     dets, keep = batched_nms(boxes, scores, ids, dict(type='fp32_nms', iou_threshold=0.5))
     ref_dets, ref_keep = batched_nms(boxes.float(), scores.float(), ids, dict(type='nms', iou_threshold=0.5))
     assert torch.equal(keep, ref_keep) and dets.dtype == BF16 and torch.equal(dets, ref_dets.to(BF16))
+
+
+@pytest.mark.parametrize('point_dims', [2, 4])
+def test_fp32_module_equals_mmcvs_forward_with_masks_and_boxes(point_dims):
+    # the independent implementation: mmcv's own MultiScaleDeformableAttention.forward, same weights, in fp32
+    torch.manual_seed(0)
+    mmcv_attn = msda.MultiScaleDeformableAttention(embed_dims=16, num_heads=2, num_levels=2, num_points=4,
+                                                   batch_first=True).eval()
+    for p in mmcv_attn.parameters():  # mmcv initialises the projections to zero; random ones test the arithmetic
+        torch.nn.init.normal_(p, std=0.2)
+    ours = fp32_ops.Fp32MultiScaleDeformableAttention(embed_dims=16, num_heads=2, num_levels=2, num_points=4,
+                                                      batch_first=True).eval()
+    ours.load_state_dict(mmcv_attn.state_dict())
+    shapes, starts = torch.tensor([[6, 8], [3, 4]]), torch.tensor([0, 48])
+    query, value = torch.randn(2, 10, 16), torch.randn(2, 60, 16)
+    reference = torch.rand(2, 10, 2, point_dims)
+    mask = torch.zeros(2, 60, dtype=torch.bool)
+    mask[1, 50:] = True  # the padded end of the second image, as mmdet's pixel decoder passes it
+    args = dict(value=value, key_padding_mask=mask, reference_points=reference, spatial_shapes=shapes,
+                level_start_index=starts)
+    torch.testing.assert_close(ours(query, **args), mmcv_attn(query, **args), rtol=0, atol=1e-6)
+
+
+def test_mask2former_pixel_decoder_samples_in_fp32_under_bf16(monkeypatch):
+    from mmengine.config import Config
+
+    from internvit_dense.models.registry import SEG_MODELS
+    init_default_scope('mmseg')
+    cfg = Config.fromfile('configs/mask2former/tiny/tiny_adapter_mask2former_frozen_synthetic.py')
+    head = cfg.model.decode_head  # the head hands its widths to the pixel decoder it builds
+    decoder = SEG_MODELS.build(dict(head.pixel_decoder, in_channels=head.in_channels, feat_channels=head.feat_channels,
+                                    out_channels=head.out_channels)).eval()
+    attns = [m for m in decoder.modules() if isinstance(m, msda.MultiScaleDeformableAttention)]
+    assert attns and all(type(m) is fp32_ops.Fp32MultiScaleDeformableAttention for m in attns)
+    channels = head.in_channels
+    feats = [torch.randn(1, c, 28 // s, 28 // s) for c, s in zip(channels, (1, 2, 4, 8))]
+    with torch.no_grad():
+        reference = decoder(feats)
+        seen = spy(monkeypatch, fp32_ops, '_ms_deform_attn')
+        with torch.autocast('cpu', dtype=BF16):
+            under_bf16 = decoder(feats)
+    assert seen and all(dtype == torch.float32 for call in seen for dtype in call)
+    for got, want in ((under_bf16[0], reference[0]), (under_bf16[1][0], reference[1][0])):  # mask features, a map
+        assert (got.float() - want).abs().max() <= 0.05 * want.abs().max()

@@ -10,6 +10,8 @@ the output is cast back to bf16, on the CPU as on the GPU, so that both take the
 - :func:`run_in_fp32`: the one helper every op below goes through (and a Mask2Former pixel decoder can).
 - :func:`multi_scale_deformable_attn`: mmcv's kernel (CUDA) or its PyTorch path (elsewhere), in fp32.
 - :class:`Fp32MultiScaleDeformableAttention`: mmcv's module with that kernel call (the ViT-Adapter's).
+- :class:`Fp32MSDeformAttnPixelDecoder`: mmdet's Mask2Former pixel decoder with that module in its encoder;
+  Mask2Former configs name it as ``pixel_decoder=dict(type='Fp32MSDeformAttnPixelDecoder', ...)``.
 - :class:`Fp32RoIAlign`: mmcv's ``RoIAlign`` in fp32; detector configs name it as
   ``roi_layer=dict(type='Fp32RoIAlign', ...)``.
 - :func:`fp32_nms`: mmcv's ``nms`` in fp32 (its kernels read boxes as float, on the CPU too); detector configs
@@ -24,6 +26,7 @@ import torch
 from mmcv import ops as mmcv_ops
 from mmcv.ops import MultiScaleDeformableAttention, RoIAlign
 from mmcv.ops import multi_scale_deform_attn as msda
+from mmdet.models.layers import MSDeformAttnPixelDecoder
 
 from .registry import DET_MODELS, ENGINE_MODELS, SEG_MODELS
 
@@ -68,9 +71,9 @@ class Fp32MultiScaleDeformableAttention(MultiScaleDeformableAttention):
     sampling in fp32 when they are bf16.
 
     The forward is mmcv 2.1.0's, restated: mmcv calls its kernel by name inside it, and the cast has to sit
-    between the projections and that call. Two differences: no ``key_padding_mask`` and 2-d reference
-    points only (what the ViT-Adapter passes), and no assertion on ``spatial_shapes``' values, which
-    would read them back from the GPU at every call.
+    between the projections and that call. It takes what mmcv's takes (``key_padding_mask``, 2-d points as the
+    ViT-Adapter passes, 4-d boxes); one difference: no assertion on ``spatial_shapes``' values, which would
+    read them back from the GPU at every call.
     """
 
     def forward(self, query: torch.Tensor, key: Optional[torch.Tensor] = None, value: Optional[torch.Tensor] = None,
@@ -78,8 +81,8 @@ class Fp32MultiScaleDeformableAttention(MultiScaleDeformableAttention):
                 key_padding_mask: Optional[torch.Tensor] = None, reference_points: Optional[torch.Tensor] = None,
                 spatial_shapes: Optional[torch.Tensor] = None, level_start_index: Optional[torch.Tensor] = None,
                 **kwargs) -> torch.Tensor:
-        if key_padding_mask is not None or reference_points is None or reference_points.shape[-1] != 2:
-            raise ValueError('Fp32MultiScaleDeformableAttention takes 2-d reference points and no key_padding_mask')
+        if reference_points is None or reference_points.shape[-1] not in (2, 4):
+            raise ValueError('Fp32MultiScaleDeformableAttention takes reference points of 2 (x, y) or 4 (boxes) values')
         value = query if value is None else value
         identity = query if identity is None else identity
         if query_pos is not None:
@@ -88,20 +91,42 @@ class Fp32MultiScaleDeformableAttention(MultiScaleDeformableAttention):
             query, value = query.permute(1, 0, 2), value.permute(1, 0, 2)
         bs, num_query, _ = query.shape
         num_value = value.shape[1]
-        value = self.value_proj(value).view(bs, num_value, self.num_heads, -1)
+        value = self.value_proj(value)
+        if key_padding_mask is not None:
+            value = value.masked_fill(key_padding_mask[..., None], 0.0)
+        value = value.view(bs, num_value, self.num_heads, -1)
         offsets = self.sampling_offsets(query).view(bs, num_query, self.num_heads, self.num_levels,
                                                     self.num_points, 2)
         weights = self.attention_weights(query).view(bs, num_query, self.num_heads,
                                                      self.num_levels * self.num_points).softmax(-1)
         weights = weights.view(bs, num_query, self.num_heads, self.num_levels, self.num_points)
-        normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
-        locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        if reference_points.shape[-1] == 2:
+            normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
+            locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        else:  # boxes (cx, cy, w, h): offsets scaled by half the box size per point, as mmcv's
+            locations = (reference_points[:, :, None, :, None, :2]
+                         + offsets / self.num_points * reference_points[:, :, None, :, None, 2:] * 0.5)
         output = multi_scale_deformable_attn(value, spatial_shapes, level_start_index, locations, weights,
                                              self.im2col_step)
         output = self.output_proj(output.to(value.dtype))
         if not self.batch_first:
             output = output.permute(1, 0, 2)
         return self.dropout(output) + identity
+
+
+@SEG_MODELS.register_module()
+@DET_MODELS.register_module()
+class Fp32MSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
+    """mmdet's Mask2Former pixel decoder (same config keys, same checkpoint keys) whose deformable attention
+    samples in fp32 when its inputs are bf16 (:class:`Fp32MultiScaleDeformableAttention`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # mmdet's encoder layer builds mmcv's class by name (no registry): the subclass, which adds no state,
+        # takes its place on the built modules.
+        for module in self.modules():
+            if type(module) is MultiScaleDeformableAttention:
+                module.__class__ = Fp32MultiScaleDeformableAttention
 
 
 class Fp32RoIAlign(RoIAlign):

@@ -23,7 +23,7 @@ model = dict(
         num_transformer_feat_level=3,
         align_corners=False,
         pixel_decoder=dict(
-            type='mmdet.MSDeformAttnPixelDecoder',
+            type='Fp32MSDeformAttnPixelDecoder',  # mmdet's, its deformable attention in fp32 for bf16 inputs
             num_outs=3,
             norm_cfg=dict(type='GN', num_groups=32),
             act_cfg=dict(type='ReLU'),
