@@ -32,6 +32,7 @@ def default_output(checkpoint: str) -> str:
 
 def consolidate(checkpoint: str) -> dict:
     """The mmengine checkpoint dict for a DeepSpeed checkpoint folder."""
+    import torch
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint, get_model_state_files
 
     from internvit_dense.checkpoint import torch_load
@@ -48,7 +49,9 @@ def consolidate(checkpoint: str) -> dict:
     rank0 = sorted(get_model_state_files(checkpoint))[0]
     saved = torch_load(rank0)
     for name, value in saved['module'].items():
-        if name in state_dict and not value.is_floating_point():
+        if not torch.is_tensor(value):  # a module's extra state (a LoRA backbone's record of its base weights)
+            state_dict[name] = value
+        elif name in state_dict and not value.is_floating_point():
             state_dict[name] = value.clone()
     meta = dict(saved.get('meta') or {})
     meta['deepspeed_checkpoint'] = osp.abspath(checkpoint)

@@ -1,0 +1,188 @@
+"""Issue 23: low-rank adapters (peft LoRA) on a frozen InternViT: what trains, what the model computes at
+initialisation and after merging, gradients through checkpointed blocks, layer decay, adapters-only checkpoints."""
+import pytest
+import torch
+import torch.utils.checkpoint as cp
+from conftest import TINY_6B, TINY_300M, randomize_, tiny_vit
+
+from internvit_dense.checkpoint import CheckpointError, save_checkpoint
+from internvit_dense.models.backbones import InternViT
+from internvit_dense.models.backbones.lora import lora_layers, merge_lora
+
+pytest.importorskip('peft')
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+LORA = dict(rank=4, alpha=8, dropout=0.05)
+TARGETS = ('attn.qkv', 'attn.proj', 'mlp.fc1', 'mlp.fc2')
+
+
+def pretrained(tmp_path, arch=TINY_6B, seed=0, name='vit.pth'):
+    """A tiny InternViT saved as a pretrained file (OpenGVLab .pth names)."""
+    vit = tiny_vit(arch, seed=seed)
+    path = tmp_path / name
+    save_checkpoint(vit, str(path))
+    return vit, str(path)
+
+
+def lora_vit(path, arch=TINY_6B, lora=LORA, **kwargs):
+    kwargs.setdefault('patch_size', 14)
+    kwargs.setdefault('pretrain_size', 56)
+    kwargs.setdefault('img_size', 56)
+    vit = InternViT(arch=dict(arch), lora=dict(lora), init_cfg=dict(type='Pretrained', checkpoint=path), **kwargs)
+    vit.init_weights()
+    return vit
+
+
+def randomize_adapters_(vit, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in vit.named_parameters():
+            if 'lora_' in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    return vit
+
+
+@pytest.mark.parametrize('arch', [TINY_6B, TINY_300M])
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_adapters_alone_train_and_start_as_the_frozen_model(tmp_path, arch, dtype):
+    base, path = pretrained(tmp_path, arch)
+    frozen = InternViT(arch=dict(arch), img_size=56, pretrain_size=56, frozen=True, dtype=dtype,
+                       init_cfg=dict(type='Pretrained', checkpoint=path))
+    frozen.init_weights()
+    vit = lora_vit(path, arch, dtype=dtype, out_indices=[1, 3], drop_path_rate=0.1)
+
+    names = [n for n, p in vit.named_parameters() if p.requires_grad]
+    assert names and all('.lora_A.' in n or '.lora_B.' in n for n in names)
+    assert len(lora_layers(vit)) == 4 * arch['depth']
+    # the pretrained names keep their paths (peft's base_layer inside), the adapters are fp32 over the base dtype
+    assert vit.blocks[2].attn.qkv.base_layer.weight.dtype == getattr(torch, dtype)
+    assert vit.blocks[2].attn.qkv.lora_A['default'].weight.dtype == torch.float32
+    assert torch.equal(vit.blocks[2].mlp.fc1.base_layer.weight, frozen.blocks[2].mlp.fc1.weight)
+
+    x = torch.randn(2, 3, 56, 56)
+    vit.eval()
+    for got, want in zip(vit(x), frozen(x)):  # peft's lora_B starts at zero: exactly the frozen model
+        assert torch.equal(got, want)
+
+
+def test_gradients_reach_the_adapters_through_checkpointed_blocks(tmp_path, monkeypatch):
+    _, path = pretrained(tmp_path)
+    calls = []
+    real = cp.checkpoint
+
+    def counting(fn, *args, **kwargs):
+        calls.append(fn)
+        return real(fn, *args, **kwargs)
+
+    grads = {}
+    for with_cp in (True, False):
+        torch.manual_seed(0)
+        vit = randomize_adapters_(lora_vit(path, with_cp=with_cp, out_indices=[1, 3]))
+        vit.train()
+        monkeypatch.setattr(cp, 'checkpoint', counting)
+        x = torch.randn(2, 3, 56, 56)
+        sum(f.square().mean() for f in vit(x)).backward()
+        grads[with_cp] = {n: p.grad for n, p in vit.named_parameters() if p.requires_grad}
+        assert all(p.grad is None for p in vit.parameters() if not p.requires_grad)
+    assert len(calls) == 4  # every block ran checkpointed with with_cp, although the tokens need no gradient
+    for name, g in grads[True].items():
+        assert g is not None and bool(torch.isfinite(g).all()) and g.abs().sum() > 0, name
+        torch.testing.assert_close(g, grads[False][name], rtol=1e-5, atol=1e-7)
+
+
+def test_drop_path_and_adapter_dropout_are_on_in_training(tmp_path):
+    _, path = pretrained(tmp_path)
+    vit = randomize_adapters_(lora_vit(path, drop_path_rate=0.3)).train()
+    assert vit.training and vit.blocks[3].drop_path.training
+    x = torch.randn(2, 3, 56, 56)
+    assert not torch.equal(vit(x)[0], vit(x)[0])  # random masks differ from call to call
+    vit.eval()
+    assert torch.equal(vit(x)[0], vit(x)[0])
+
+
+@pytest.mark.parametrize('dtype, merge_dtype, tol', [
+    ('float32', None, 1e-5),                 # fp32 base: merged in fp32
+    ('bfloat16', torch.float32, 1e-5),       # bf16 base, merged weights written in fp32
+    ('bfloat16', None, 3e-2),                # bf16 base merged in bf16: W + BA rounded to bf16 (8 mantissa bits)
+])
+def test_merged_equals_unmerged(tmp_path, dtype, merge_dtype, tol):
+    _, path = pretrained(tmp_path)
+    vit = randomize_adapters_(lora_vit(path, dtype=dtype, out_indices=[1, 3])).eval()
+    x = torch.randn(2, 3, 56, 56)
+    before = vit(x)
+    assert merge_lora(vit, merge_dtype) == 16
+    assert not lora_layers(vit) and vit.lora is None
+    assert not any('lora_' in k or 'base_layer' in k for k in vit.state_dict())
+    after = vit(x)
+    for a, b in zip(after, before):
+        err = ((a - b).abs().max() / b.abs().max()).item()
+        print(f'{dtype} base, merged in {merge_dtype or dtype}: max |merged - unmerged| / max |unmerged| = {err:.2e}')
+        assert err < tol
+    # the merged backbone loads into a plain InternViT (no lora) under the released names
+    merged = tmp_path / 'merged.pth'
+    save_checkpoint(vit, str(merged))
+    plain = InternViT(arch=dict(TINY_6B), img_size=56, pretrain_size=56, out_indices=[1, 3], dtype=merge_dtype or dtype)
+    plain.load_pretrained(str(merged))
+    for a, b in zip(plain.eval()(x), after):
+        assert torch.equal(a, b)
+
+
+def test_layer_decay_groups_keep_the_block_of_each_adapter(tmp_path):
+    _, path = pretrained(tmp_path)
+    vit = lora_vit(path)
+    for name, _ in vit.named_parameters():
+        depth, layers = vit.get_layer_depth(f'backbone.{name}', prefix='backbone.')
+        if name.startswith('blocks.'):
+            assert depth == int(name.split('.')[1]) + 1
+        assert layers == 6
+
+
+def test_blocks_and_targets_select_the_adapted_layers(tmp_path):
+    _, path = pretrained(tmp_path)
+    vit = lora_vit(path, lora=dict(rank=2, targets=['attn.qkv'], blocks=[-1, 1]))
+    assert sorted(n for n, _ in lora_layers(vit)) == ['blocks.1.attn.qkv', 'blocks.3.attn.qkv']
+    assert vit.lora.settings == dict(rank=2, alpha=4, dropout=0.0, targets=['attn.qkv'], blocks=[1, 3])
+    with pytest.raises(ValueError, match=r"lora.targets \['mlp.fc3'\] match no linear layer"):
+        lora_vit(path, lora=dict(rank=2, targets=['attn.qkv', 'mlp.fc3']))
+    with pytest.raises(ValueError, match='unknown keys'):
+        lora_vit(path, lora=dict(r=2))
+    with pytest.raises(ValueError, match='set frozen=False with lora'):
+        InternViT(arch=dict(TINY_6B), frozen=True, lora=dict(rank=2))
+
+
+def test_checkpoint_holds_the_adapters_and_checks_its_base(tmp_path):
+    _, path = pretrained(tmp_path)
+    vit = randomize_adapters_(lora_vit(path))
+    sd = vit.state_dict()
+    adapters = [k for k in sd if 'lora_' in k]
+    assert sorted(sd) == sorted(adapters + ['lora._extra_state'])
+    record = sd['lora._extra_state']
+    assert record['adapters_only'] and record['base_path'] == path and record['base']['files'][0][1] > 0
+
+    # the same base under another name: accepted (size and content identify it)
+    copy = tmp_path / 'copy.pth'
+    copy.write_bytes(open(path, 'rb').read())
+    again = lora_vit(str(copy))
+    again.load_state_dict(sd)
+    x = torch.randn(1, 3, 56, 56)
+    assert torch.equal(again.eval()(x)[0], vit.eval()(x)[0])
+
+    # another base: refused, naming both files, whether the base loads before or after the adapters
+    _, other = pretrained(tmp_path, seed=5, name='other.pth')
+    wrong = lora_vit(other)
+    with pytest.raises(CheckpointError, match=r'wrong base weights .* trained over .*vit.pth .* pretrained file is .*other.pth'):
+        wrong.load_state_dict(sd)
+    with torch.device('meta'):
+        late = InternViT(arch=dict(TINY_6B), img_size=56, pretrain_size=56, lora=dict(LORA),
+                         init_cfg=dict(type='Pretrained', checkpoint=other))
+    late.load_state_dict(sd, assign=True)
+    with pytest.raises(CheckpointError, match='wrong base weights'):
+        late.init_weights()
+
+    # the adapters of another rank, or a config without a pretrained file: refused
+    with pytest.raises(CheckpointError, match='use the config the checkpoint was trained with'):
+        lora_vit(path, lora=dict(LORA, rank=8)).load_state_dict(sd)
+    bare = InternViT(arch=dict(TINY_6B), img_size=56, pretrain_size=56, lora=dict(LORA))
+    with pytest.raises(CheckpointError, match='has no pretrained file'):
+        bare.load_state_dict(sd)
+    assert any('base_layer' in k for k in bare.state_dict())  # no pretrained file: the base is saved too
