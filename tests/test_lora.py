@@ -46,7 +46,7 @@ def randomize_adapters_(vit, seed=1):
 @pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
 def test_adapters_alone_train_and_start_as_the_frozen_model(tmp_path, arch, dtype):
     base, path = pretrained(tmp_path, arch)
-    frozen = InternViT(arch=dict(arch), img_size=56, pretrain_size=56, frozen=True, dtype=dtype,
+    frozen = InternViT(arch=dict(arch), img_size=56, pretrain_size=56, frozen=True, dtype=dtype, out_indices=[1, 3],
                        init_cfg=dict(type='Pretrained', checkpoint=path))
     frozen.init_weights()
     vit = lora_vit(path, arch, dtype=dtype, out_indices=[1, 3], drop_path_rate=0.1)
@@ -100,28 +100,32 @@ def test_drop_path_and_adapter_dropout_are_on_in_training(tmp_path):
     assert torch.equal(vit(x)[0], vit(x)[0])
 
 
-@pytest.mark.parametrize('dtype, merge_dtype, tol', [
-    ('float32', None, 1e-5),                 # fp32 base: merged in fp32
-    ('bfloat16', torch.float32, 1e-5),       # bf16 base, merged weights written in fp32
-    ('bfloat16', None, 3e-2),                # bf16 base merged in bf16: W + BA rounded to bf16 (8 mantissa bits)
+@pytest.mark.parametrize('dtype, float32, tol', [
+    ('float32', False, 1e-5),   # fp32 base: merged in fp32
+    ('bfloat16', True, 1e-5),   # bf16 base widened to fp32, then merged: the merge is not rounded
+    ('bfloat16', False, 3e-2),  # bf16 base merged in bf16: W + BA rounded to bf16 (8 mantissa bits)
 ])
-def test_merged_equals_unmerged(tmp_path, dtype, merge_dtype, tol):
+def test_merged_equals_unmerged(tmp_path, dtype, float32, tol):
     _, path = pretrained(tmp_path)
     vit = randomize_adapters_(lora_vit(path, dtype=dtype, out_indices=[1, 3])).eval()
     x = torch.randn(2, 3, 56, 56)
+    if float32:
+        vit.float()  # compared in the precision the merged model computes in
     before = vit(x)
-    assert merge_lora(vit, merge_dtype) == 16
+    assert merge_lora(vit, float32) == 16
     assert not lora_layers(vit) and vit.lora is None
     assert not any('lora_' in k or 'base_layer' in k for k in vit.state_dict())
     after = vit(x)
     for a, b in zip(after, before):
         err = ((a - b).abs().max() / b.abs().max()).item()
-        print(f'{dtype} base, merged in {merge_dtype or dtype}: max |merged - unmerged| / max |unmerged| = {err:.2e}')
+        print(f'{dtype} base, merged in {"float32" if float32 else dtype}: '
+              f'max |merged - unmerged| / max |unmerged| = {err:.2e}')
         assert err < tol
     # the merged backbone loads into a plain InternViT (no lora) under the released names
     merged = tmp_path / 'merged.pth'
     save_checkpoint(vit, str(merged))
-    plain = InternViT(arch=dict(TINY_6B), img_size=56, pretrain_size=56, out_indices=[1, 3], dtype=merge_dtype or dtype)
+    plain = InternViT(arch=dict(TINY_6B), img_size=56, pretrain_size=56, out_indices=[1, 3],
+                      dtype='float32' if float32 else dtype)
     plain.load_pretrained(str(merged))
     for a, b in zip(plain.eval()(x), after):
         assert torch.equal(a, b)
@@ -186,3 +190,82 @@ def test_checkpoint_holds_the_adapters_and_checks_its_base(tmp_path):
     with pytest.raises(CheckpointError, match='has no pretrained file'):
         bare.load_state_dict(sd)
     assert any('base_layer' in k for k in bare.state_dict())  # no pretrained file: the base is saved too
+
+
+SIX_B_LORA = ['segmentation/internvit_6b_upernet_lora_ade20k_504', 'segmentation/internvit_6b_upernet_lora_ade20k_504_deepspeed',
+              'segmentation/internvit_6b_adapter_upernet_lora_ade20k_504',
+              'segmentation/internvit_6b_linear_lora_ade20k_504_1of16_5k',
+              'segmentation/internvit_6b_linear_lora_ade20k_504_1of1_80k',
+              'detection/internvit_6b_sfp_mask-rcnn_fpn_lora_1x_coco']
+ADAPTER_PARAMS_6B = 48 * 16 * (3200 + 9600 + 3200 + 3200 + 3200 + 12800 + 12800 + 3200)  # r * (in + out) per linear
+
+
+@pytest.mark.parametrize('name', SIX_B_LORA)
+def test_6b_lora_configs_build_on_meta(name):
+    """The 6B LoRA configs: bf16 base frozen, the adapters (rank 16 on the four linears of all 48 blocks: 39.3M,
+    fp32) and the neck/heads train; checkpoints are adapters-only (the base comes from the pretrained file)."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    import internvit_dense.models  # noqa: F401
+    cfg = Config.fromfile(f'configs/{name}.py')
+    init_default_scope(cfg.default_scope)
+    with torch.device('meta'):
+        model = MODELS.build(cfg.model)
+    vit = getattr(model.backbone, 'vit', model.backbone)
+    assert vit.lora.adapters_only and vit.lora.settings['rank'] == 16
+    trained = {n: p for n, p in vit.named_parameters() if p.requires_grad}
+    assert all('.lora_' in n for n in trained) and all(p.dtype == torch.float32 for p in trained.values())
+    assert sum(p.numel() for p in trained.values()) == ADAPTER_PARAMS_6B == 39_321_600
+    assert vit.blocks[0].attn.qkv.base_layer.weight.dtype == torch.bfloat16
+    heads = [n for n, p in model.named_parameters() if p.requires_grad and not n.startswith('backbone.')]
+    assert heads and vit.with_cp and not vit.frozen
+    assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate == 1.0
+
+
+@pytest.mark.parametrize('config', ['segmentation/tiny/tiny_upernet_lora_synthetic',
+                                    'segmentation/tiny/tiny_adapter_upernet_lora_synthetic',
+                                    'segmentation/tiny/tiny_linear_lora_fewshot_synthetic',
+                                    'detection/tiny/tiny_mask-rcnn_fpn_lora_synthetic'])
+def test_tiny_lora_configs_take_a_training_step(config):
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    import internvit_dense.models  # noqa: F401
+    cfg = Config.fromfile(f'configs/{config}.py')
+    init_default_scope(cfg.default_scope)
+    model = MODELS.build(cfg.model).train()
+    vit = getattr(model.backbone, 'vit', model.backbone)
+    assert not vit.lora.adapters_only  # no pretrained file in the tiny configs: checkpoints keep the base
+    assert all('.lora_' in n for n, p in vit.named_parameters() if p.requires_grad)
+    if cfg.default_scope == 'mmseg':
+        from mmengine.structures import PixelData
+        from mmseg.structures import SegDataSample
+        h, w = cfg.model.data_preprocessor.size
+        samples = [SegDataSample(gt_sem_seg=PixelData(data=torch.randint(0, 150, (1, h, w)))) for _ in range(2)]
+        for sample in samples:
+            sample.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
+        loss = model.parse_losses(model(torch.randn(2, 3, h, w), samples, mode='loss'))[0]
+    else:
+        loss = sum(f.square().mean() for f in model.extract_feat(torch.randn(2, 3, 160, 160)))
+    loss.backward()
+    grads = [p.grad for n, p in vit.named_parameters() if '.lora_B.' in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+    assert all(p.grad is None for n, p in vit.named_parameters() if '.lora_' not in n)
+
+
+def test_deepspeed_zero3_is_refused_and_zero2_saves_adapters_only():
+    from mmengine.config import Config
+
+    from internvit_dense.engine.deepspeed import apply_deepspeed_options, prepare_deepspeed
+    from internvit_dense.memory_plan import apply_overrides
+    cfg = Config.fromfile('configs/segmentation/internvit_6b_upernet_lora_ade20k_504_deepspeed.py')
+    prepare_deepspeed(cfg)
+    assert cfg.strategy.zero_optimization.stage == 2 and cfg.strategy.exclude_frozen_parameters is True
+    cfg = Config.fromfile('configs/segmentation/internvit_6b_upernet_lora_ade20k_504.py')
+    with pytest.raises(ValueError, match='ZeRO-3 is not supported with LoRA \\(model.backbone.lora\\)'):
+        apply_overrides(cfg, deepspeed=3, precision='bf16')
+    cfg = Config.fromfile('configs/segmentation/tiny/tiny_adapter_upernet_lora_synthetic.py')
+    apply_deepspeed_options(cfg, dict(zero_optimization=dict(stage=3)))
+    with pytest.raises(ValueError, match='model.backbone.vit.lora'):
+        prepare_deepspeed(cfg)

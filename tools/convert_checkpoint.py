@@ -31,11 +31,13 @@ import os.path as osp
 import sys
 import time
 
-import torch
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without install
 
-from internvit_dense.checkpoint import FORMATS, CheckpointError, open_checkpoint, write_checkpoint
-from internvit_dense.checkpoint.files import atomic_destination
-from internvit_dense.models.backbones import InternViT
+import torch  # noqa: E402
+
+from internvit_dense.checkpoint import FORMATS, CheckpointError, open_checkpoint, write_checkpoint  # noqa: E402
+from internvit_dense.checkpoint.files import atomic_destination  # noqa: E402
+from internvit_dense.models.backbones import InternViT  # noqa: E402
 
 
 def parse_size(text: str) -> int:

@@ -233,19 +233,19 @@ def pretrained_names(model: nn.Module) -> Dict[str, str]:
 
 
 @torch.no_grad()
-def merge_lora(model: nn.Module, dtype: Optional[torch.dtype] = None) -> int:
+def merge_lora(model: nn.Module, float32: bool = False) -> int:
     """Merges each adapter into its base weight and puts the plain base layer back, in place: afterwards ``model``
     is the backbone without ``lora`` (its state dict: the usual names, base weights included).
 
-    peft's own ``merge(safe_merge=True)`` computes ``W + scale * B @ A`` and refuses a non-finite result; with
-    ``dtype`` the base weight is first cast to it (``torch.float32``: the merge is not rounded to bf16).
-    Returns how many layers were merged.
+    peft's own ``merge(safe_merge=True)`` computes ``W + scale * B @ A`` in the adapters' fp32, adds it in the base
+    weight's dtype and refuses a non-finite result. ``float32``: the whole backbone is widened to fp32 first, so the
+    merged weights are not rounded to a bf16 base's precision. Returns how many layers were merged.
     """
     layers = lora_layers(model)
+    if float32:
+        model.float()
     for name, layer in layers:
         base = layer.get_base_layer()
-        if dtype is not None:
-            base.to(dtype)
         layer.merge(safe_merge=True, adapter_names=[ADAPTER])
         parent_name, _, child = name.rpartition('.')
         setattr(model.get_submodule(parent_name) if parent_name else model, child, base)
