@@ -4,8 +4,8 @@
 targets=('attn.qkv', 'attn.proj', 'mlp.fc1', 'mlp.fc2'), blocks=None))``: each target linear of the
 chosen blocks (all of them when ``blocks`` is None) becomes peft's ``lora.Linear`` around the original
 layer. The base weights stay frozen in the config's dtype (bf16 for a 6B: 11 GB, memory-mapped from the
-pretrained file as without LoRA); the adapters are fp32 (peft's ``cast_adapter_dtype``, what
-``get_peft_model`` does since peft 0.12); peft starts the up-projection ``lora_B`` at zero, so an untrained
+pretrained file as without LoRA); the adapters are fp32 (what ``get_peft_model``'s ``autocast_adapter_dtype`` makes
+them since peft 0.12); peft starts the up-projection ``lora_B`` at zero, so an untrained
 adapter leaves the model's output exactly the frozen model's. These are InternVL's own targets for its
 vision LoRA (``wrap_backbone_lora``: r=128, alpha=256, dropout 0.05 on the same four linears).
 
@@ -178,21 +178,23 @@ def attach_lora(model: nn.Module, lora: dict, depth: int, adapters_only: bool, l
     """
     import_peft()
     from peft import LoraConfig
-    from peft.functional import cast_adapter_dtype, inject_adapter_in_model
+    from peft.functional import inject_adapter_in_model
     settings = lora_settings(lora, depth)
     config = LoraConfig(r=settings['rank'], lora_alpha=settings['alpha'], lora_dropout=settings['dropout'],
                         target_modules=list(settings['targets']), bias='none', init_lora_weights=True,
                         layers_to_transform=settings['blocks'],
                         layers_pattern=layers_pattern if settings['blocks'] is not None else None)
     try:
-        inject_adapter_in_model(config, model, adapter_name=ADAPTER)
+        # low_cpu_mem_usage: peft makes the adapters on the meta device; they are created below in fp32 where their
+        # base layer is (peft would .to() them onto the base's device and dtype, which fake tensors cannot do)
+        inject_adapter_in_model(config, model, adapter_name=ADAPTER, low_cpu_mem_usage=True)
     except ValueError as e:  # peft: no module matched
         raise ValueError(f"lora.targets {settings['targets']} match no linear layer of {type(model).__name__}: {e}")
     unmatched = [t for t in settings['targets'] if not any(n.endswith(f'.{t}') for n, _ in lora_layers(model))]
     if unmatched:
         raise ValueError(f'lora.targets {unmatched} match no linear layer of {type(model).__name__} (module names '
                          f'inside a block, e.g. {list(DEFAULT_TARGETS)})')
-    cast_adapter_dtype(model, ADAPTER)  # fp32 adapters over a bf16 base, as get_peft_model's autocast_adapter_dtype
+    init_meta_adapters(model)
     owner = model if owner is None else owner
     owner.register_state_dict_post_hook(_drop_base_weights)
     owner.register_load_state_dict_post_hook(_base_weights_not_missing)
@@ -212,16 +214,17 @@ def lora_layers(model: nn.Module) -> List:
 
 
 def init_meta_adapters(model: nn.Module) -> int:
-    """Adapters still on the meta device (a model built on meta whose base weights were just loaded) are
-    created where their base layer is, fp32, and initialised as peft does (A random, B zero). Returns how many."""
+    """Adapters on the meta device whose base layer is not (any more) are created where it is, in fp32 (as
+    get_peft_model's ``autocast_adapter_dtype`` keeps them over a bf16 base), and initialised by peft's own
+    ``reset_lora_parameters`` (A random as nn.Linear, B zero). Returns how many layers."""
     count = 0
     for _, layer in lora_layers(model):
-        if not any(p.is_meta for p in layer.lora_A.parameters()) and not any(
-                p.is_meta for p in layer.lora_B.parameters()):
-            continue
         device = layer.get_base_layer().weight.device
-        for adapters in (layer.lora_A, layer.lora_B):
-            adapters.to_empty(device=device)
+        adapters = [layer.lora_A[ADAPTER], layer.lora_B[ADAPTER]]
+        if device.type == 'meta' or not any(a.weight.is_meta for a in adapters):
+            continue
+        for linear in adapters:  # assigned, not .to()/.to_empty(): those cannot swap fake tensors in place
+            linear.weight = nn.Parameter(torch.empty(linear.weight.shape, dtype=torch.float32, device=device))
         layer.reset_lora_parameters(ADAPTER, init_lora_weights=True)
         count += 1
     return count
