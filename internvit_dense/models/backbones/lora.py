@@ -184,10 +184,13 @@ def attach_lora(model: nn.Module, lora: dict, depth: int, adapters_only: bool, l
                         target_modules=list(settings['targets']), bias='none', init_lora_weights=True,
                         layers_to_transform=settings['blocks'],
                         layers_pattern=layers_pattern if settings['blocks'] is not None else None)
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
     try:
         # low_cpu_mem_usage: peft makes the adapters on the meta device; they are created below in fp32 where their
-        # base layer is (peft would .to() them onto the base's device and dtype, which fake tensors cannot do)
-        inject_adapter_in_model(config, model, adapter_name=ADAPTER, low_cpu_mem_usage=True)
+        # base layer is. Outside any fake-tensor mode (the memory plan builds models on fake tensors): peft moves
+        # adapters with Module.to(), which cannot swap fake parameters in place.
+        with unset_fake_temporarily():
+            inject_adapter_in_model(config, model, adapter_name=ADAPTER, low_cpu_mem_usage=True)
     except ValueError as e:  # peft: no module matched
         raise ValueError(f"lora.targets {settings['targets']} match no linear layer of {type(model).__name__}: {e}")
     unmatched = [t for t in settings['targets'] if not any(n.endswith(f'.{t}') for n, _ in lora_layers(model))]
