@@ -7,7 +7,7 @@ Measured, in alternating rounds (benchmarks/common.py):
   transformers' full, and ours with the backbone frozen (only the head learns);
   torch.mm at the model's largest GEMM (fc1), this machine's dense-matmul rate, against which the
   forward's analytic FLOP rate is compared under the same load.
-The targets these figures are held to are in the README.
+The targets these figures are held to are in docs/benchmarks.md.
 
     python benchmarks/backbone_speed.py                 # 300M shape, 224px, batch 4, fp32
     python benchmarks/backbone_speed.py --dtype bf16 --batch 8

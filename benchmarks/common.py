@@ -2,7 +2,7 @@
 
 Candidates that are compared with each other are timed in alternating rounds in one process, so that
 load from other processes hits them alike and the per-round ratios stay meaningful on a shared machine.
-Acceptance targets are the README's; the scripts print what they measured.
+Acceptance targets are in docs/benchmarks.md; the scripts print what they measured.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The memory plan against what it plans, printed side by side (the README's tables).
+"""The memory plan against what it plans, printed side by side (the tables of docs/deepspeed_and_memory_plan.md).
 
     python benchmarks/memory_plan_check.py [--part cpu|deepspeed|table|all] [--out FILE.json]
 

@@ -1,4 +1,4 @@
-"""Trains a model from a config: python tools/train.py CONFIG [--work-dir DIR] [--resume [PATH]] [--amp]
+"""Trains a model from a config: python tools/train.py CONFIG [--work-dir DIR] [--resume [PATH]] [--amp [bf16|fp16]]
 [--deepspeed {1,2,3} [--deepspeed-precision {fp32,bf16,fp16}] [--deepspeed-offload]].
 
 A config with a DeepSpeed ``strategy`` (configs/_base_/deepspeed/*.py) or the --deepspeed flag trains
@@ -21,7 +21,10 @@ def parse_args(argv=None):
     add_common_args(parser)
     parser.add_argument('--resume', nargs='?', const='auto', default=None,
                         help='resume from the latest checkpoint in the work dir, or from the given one')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision (not with DeepSpeed)')
+    parser.add_argument('--amp', nargs='?', const='auto', choices=['auto', 'bf16', 'fp16'],
+                        help='automatic mixed precision (not with DeepSpeed): bf16 where the device has it (CPUs, '
+                             'GPUs from Ampere on; the dtype a config names is kept), else fp16 with a dynamic '
+                             'loss scale; --amp bf16 / --amp fp16 to choose')
     ds = parser.add_argument_group('DeepSpeed', 'train with ZeRO (FlexibleRunner + DeepSpeedStrategy); a config '
                                    'that inherits configs/_base_/deepspeed/*.py needs no flag')
     ds.add_argument('--deepspeed', type=int, choices=[1, 2, 3], metavar='STAGE',
@@ -56,9 +59,14 @@ def main(argv=None):
     except ValueError as e:
         raise SystemExit(f'{args.config}: {e}') from None
 
-    from internvit_dense.engine.training import train, use_amp
-    if args.amp:
-        use_amp(cfg)
+    from internvit_dense.engine.cli import process_rank
+    from internvit_dense.engine.training import settle_amp_config, train, use_amp
+    try:
+        precision = use_amp(cfg, args.amp) if args.amp else settle_amp_config(cfg)
+    except ValueError as e:
+        raise SystemExit(f'{args.config}: {e}') from None
+    if precision and process_rank() == 0:
+        print(precision, flush=True)
     train(cfg, args.config, args.resume, deepspeed, check_memory_plan=not args.no_memory_plan)
 
 

@@ -231,7 +231,12 @@ class StopOnNonFiniteLoss(Hook):
     def _loss_scaled(runner) -> bool:
         wrapper = getattr(runner, 'optim_wrapper', None)
         wrappers = getattr(wrapper, '_optim_wrappers', {wrapper: wrapper}).values() if wrapper is not None else []
-        return any(type(w).__name__ in ('AmpOptimWrapper', 'DeepSpeedOptimWrapper') for w in wrappers)
+        # an AmpOptimWrapper in bf16 has its GradScaler off (engine/training.py): no skipped steps to allow for
+        def scaled(w):
+            scaler = getattr(w, 'loss_scaler', None)
+            return scaler is None or scaler.is_enabled()
+        return any(type(w).__name__ == 'DeepSpeedOptimWrapper' or (type(w).__name__ == 'AmpOptimWrapper' and scaled(w))
+                   for w in wrappers)
 
     @staticmethod
     def _overflow_note(runner) -> str:

@@ -8,8 +8,9 @@ DeepSpeed).
 import contextlib
 import os.path as osp
 import sys
-from typing import Optional
+from typing import Optional, Tuple
 
+import torch
 from mmengine.config import Config
 
 from .cli import process_rank, resolve_resume, shutdown_distributed
@@ -18,11 +19,70 @@ from .hooks import NonFiniteError, add_safety_hooks
 from .work_dir import WorkDirBusy, WorkDirLock
 
 
-def use_amp(cfg: Config) -> None:
-    """--amp: mmengine's AmpOptimWrapper with a dynamic loss scale, unless the config already has it."""
-    if cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+def bf16_support() -> Tuple[bool, str]:
+    """(whether this machine's autocast device computes in bf16, its name): a CUDA GPU from Ampere (sm80) on;
+    a CPU always (torch's CPU autocast is bf16 by default)."""
+    if torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability()
+        return (major, minor) >= (8, 0), f'{torch.cuda.get_device_name()} (sm{major}{minor})'
+    return True, 'the CPU'
+
+
+def amp_dtype(requested: str, bf16_ok: bool, device: str) -> Tuple[str, str]:
+    """``--amp`` / ``--amp bf16`` / ``--amp fp16`` -> (autocast dtype, why). bf16 wherever the device has it:
+    InternViT-6B was trained in bf16 and its residual stream can leave fp16's range (max 65504)."""
+    if requested == 'fp16':
+        if device == 'the CPU':
+            raise ValueError("--amp fp16: mmengine's autocast on a CPU is bf16 only; use --amp (bf16)")
+        return 'float16', 'asked for'
+    if bf16_ok:
+        return 'bfloat16', f'{device} supports bf16' if requested == 'auto' else 'asked for'
+    if requested == 'bf16':
+        raise ValueError(f'--amp bf16: {device} has no bf16 (GPUs from Ampere, sm80, on have it); use --amp fp16')
+    return 'float16', f'{device} has no bf16'
+
+
+def use_amp(cfg: Config, requested: str = 'auto', bf16: Optional[Tuple[bool, str]] = None) -> str:
+    """``--amp [bf16|fp16]``: mmengine's AmpOptimWrapper with an explicit dtype, the same on a CPU and a GPU.
+
+    mmengine's default (dtype None) is fp16 on CUDA and bf16 on a CPU, so the tests would exercise one precision
+    and GPU users get another. ``auto`` (a bare ``--amp``) keeps a dtype the config names, else bf16 where the
+    device has it, else fp16. Returns the line :func:`train` prints at start.
+    """
+    wrapper = cfg.optim_wrapper
+    bf16_ok, device = bf16 or bf16_support()
+    if wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
+        wrapper.type = 'AmpOptimWrapper'
+    elif requested == 'auto' and wrapper.get('dtype') is not None:
+        requested = {'bfloat16': 'bf16', 'float16': 'fp16'}.get(str(wrapper.dtype).replace('torch.', ''), 'auto')
+    wrapper.dtype, why = amp_dtype(requested, bf16_ok, device)
+    return settle_loss_scale(cfg, why)
+
+
+def settle_loss_scale(cfg: Config, why: str) -> str:
+    """The GradScaler only for fp16: bf16 has fp32's range and needs no loss scaling (mmengine's
+    AmpOptimWrapper builds a dynamic GradScaler whatever the dtype; ``loss_scale=dict(enabled=False)`` is its
+    off switch). A loss scale the config sets explicitly is kept."""
+    wrapper = cfg.optim_wrapper
+    scale = wrapper.get('loss_scale', 'dynamic')
+    if wrapper.dtype == 'bfloat16' and scale == 'dynamic':
+        wrapper.loss_scale = dict(enabled=False)
+    elif wrapper.dtype == 'float16' and isinstance(scale, dict) and scale.get('enabled') is False:
+        raise ValueError('fp16 autocast without a loss scale underflows small gradients: drop '
+                         'optim_wrapper.loss_scale=dict(enabled=False) or use bf16')
+    scale = wrapper.get('loss_scale', 'dynamic')
+    scaled = not (isinstance(scale, dict) and scale.get('enabled') is False)
+    kind = {'bfloat16': 'bf16', 'float16': 'fp16'}[wrapper.dtype]
+    return (f'mixed precision: autocast {kind} ({why}), '
+            f'{"dynamic loss scaling (GradScaler)" if scaled else "no loss scaling"}')
+
+
+def settle_amp_config(cfg: Config) -> Optional[str]:
+    """A config that names AmpOptimWrapper itself (without --amp) gets the same explicit dtype and loss-scale
+    rule; returns the line to print, None for a config without it."""
+    if cfg.get('optim_wrapper', {}).get('type') != 'AmpOptimWrapper':
+        return None
+    return use_amp(cfg, 'auto')
 
 
 @contextlib.contextmanager

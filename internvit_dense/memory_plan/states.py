@@ -60,7 +60,8 @@ def runner_of(cfg, gpus: int) -> Runner:
     wrapper = cfg.get('optim_wrapper') or {}
     autocast = None
     if wrapper.get('type') == 'AmpOptimWrapper':
-        autocast = {'bfloat16': torch.bfloat16, 'float16': torch.float16, None: torch.float16}.get(
+        # no dtype: tools/train.py makes it bf16 on a GPU that has bf16 (engine/training.py, use_amp)
+        autocast = {'bfloat16': torch.bfloat16, 'float16': torch.float16, None: torch.bfloat16}.get(
             wrapper.get('dtype'), torch.float16)
     bucket_view = bool((cfg.get('model_wrapper_cfg') or {}).get('gradient_as_bucket_view', False))
     return Runner(gpus=gpus, autocast=autocast, gradient_as_bucket_view=bucket_view)

@@ -52,10 +52,12 @@ model = dict(
         bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4, target_stds=[1.0] * 4),
         loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
         loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
+    # Fp32RoIAlign and fp32_nms: mmcv's RoIAlign and nms, in fp32 for bf16 inputs (--amp, DeepSpeed bf16), which
+    # their kernels do not take (internvit_dense/models/fp32_ops.py)
     roi_head=dict(
         type='StandardRoIHead',
         bbox_roi_extractor=dict(type='SingleRoIExtractor',
-                                roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
+                                roi_layer=dict(type='Fp32RoIAlign', output_size=7, sampling_ratio=0),
                                 out_channels=256, featmap_strides=[4, 8, 16, 32]),
         bbox_head=dict(
             type='Shared2FCBBoxHead',
@@ -68,7 +70,7 @@ model = dict(
             loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
             loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
         mask_roi_extractor=dict(type='SingleRoIExtractor',
-                                roi_layer=dict(type='RoIAlign', output_size=14, sampling_ratio=0),
+                                roi_layer=dict(type='Fp32RoIAlign', output_size=14, sampling_ratio=0),
                                 out_channels=256, featmap_strides=[4, 8, 16, 32]),
         mask_head=dict(
             type='FCNMaskHead',
@@ -86,7 +88,8 @@ model = dict(
             allowed_border=-1,
             pos_weight=-1,
             debug=False),
-        rpn_proposal=dict(nms_pre=2000, max_per_img=1000, nms=dict(type='nms', iou_threshold=0.7), min_bbox_size=0),
+        rpn_proposal=dict(nms_pre=2000, max_per_img=1000, nms=dict(type='fp32_nms', iou_threshold=0.7),
+                          min_bbox_size=0),
         rcnn=dict(
             assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.5,
                           match_low_quality=True, ignore_iof_thr=-1),
@@ -95,5 +98,6 @@ model = dict(
             pos_weight=-1,
             debug=False)),
     test_cfg=dict(
-        rpn=dict(nms_pre=1000, max_per_img=1000, nms=dict(type='nms', iou_threshold=0.7), min_bbox_size=0),
-        rcnn=dict(score_thr=0.05, nms=dict(type='nms', iou_threshold=0.5), max_per_img=100, mask_thr_binary=0.5)))
+        rpn=dict(nms_pre=1000, max_per_img=1000, nms=dict(type='fp32_nms', iou_threshold=0.7), min_bbox_size=0),
+        rcnn=dict(score_thr=0.05, nms=dict(type='fp32_nms', iou_threshold=0.5), max_per_img=100,
+                  mask_thr_binary=0.5)))

@@ -15,6 +15,7 @@ fp32 features for an fp32 head), whatever the weights' dtype.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -96,18 +97,44 @@ def make_norm(norm_type: str, dims: int, eps: float) -> nn.Module:
     raise ValueError(f"norm_type must be 'rms_norm' or 'layer_norm', got {norm_type!r}")
 
 
-def flash_usable(x: torch.Tensor) -> bool:
-    return flash_attn_func is not None and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
+@functools.lru_cache(maxsize=None)
+def cuda_capability(device: torch.device) -> Tuple[int, int]:
+    """(major, minor) compute capability of a CUDA device (sm80 = Ampere A100)."""
+    return torch.cuda.get_device_capability(device)
 
 
-def select_attn_impl(requested: str, x: torch.Tensor) -> str:
-    """The kernel that will run for ``x``: ``auto`` picks flash-attn where it can run, else SDPA."""
+def flash_unusable_reason(q: torch.Tensor) -> Optional[str]:
+    """Why flash-attn cannot run on ``q`` (the query as the kernel would get it), or None if it can.
+
+    Decided on what the kernel sees: under autocast with fp32 weights, q/k/v come out of the qkv
+    projection in bf16/fp16 even though the block's input is fp32. flash-attn 2 runs on Ampere or
+    newer (sm80+); on a V100 or T4 it fails inside the kernel.
+    """
+    if flash_attn_func is None:
+        return 'flash-attn is not installed (pip install internvit-dense[flash])'
+    if not q.is_cuda:
+        return f'flash-attn runs on CUDA, the query is on {q.device.type}'
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        return f'flash-attn takes fp16/bf16 q/k/v, these are {str(q.dtype).replace("torch.", "")}'
+    major, minor = cuda_capability(q.device)
+    if (major, minor) < (8, 0):
+        return f'flash-attn 2 needs an Ampere or newer GPU (sm80+), this one is sm{major}{minor}'
+    return None
+
+
+def flash_usable(q: torch.Tensor) -> bool:
+    return flash_unusable_reason(q) is None
+
+
+def select_attn_impl(requested: str, q: torch.Tensor) -> str:
+    """The kernel that will run for the query ``q``: ``auto`` picks flash-attn where it can run, else SDPA;
+    an explicit ``'flash'`` that cannot run is an error saying why."""
     if requested == 'auto':
-        return 'flash' if flash_usable(x) else 'sdpa'
-    if requested == 'flash' and not flash_usable(x):
-        reason = ('flash-attn is not installed (pip install internvit-dense[flash])' if flash_attn_func is None
-                  else f'flash-attn needs a CUDA tensor in fp16/bf16, got {x.device} {x.dtype}')
-        raise RuntimeError(f"attn_impl='flash' cannot run: {reason}; use attn_impl='auto' or 'sdpa'")
+        return 'flash' if flash_usable(q) else 'sdpa'
+    if requested == 'flash':
+        reason = flash_unusable_reason(q)
+        if reason is not None:
+            raise RuntimeError(f"attn_impl='flash' cannot run: {reason}; use attn_impl='auto' or 'sdpa'")
     return requested
 
 
@@ -163,7 +190,7 @@ class Attention(nn.Module):
         if self.qk_normalization:
             # Normalised before the head split: the statistics span all heads.
             q, k = self.q_norm(q), self.k_norm(k)
-        impl = select_attn_impl(self.attn_impl, x)
+        impl = select_attn_impl(self.attn_impl, q)  # on what the kernel gets: bf16 under autocast
         if key_mask is not None and impl == 'flash':
             impl = 'sdpa'  # flash_attn_func takes no mask; only padded windows get here
         heads = (B, N, self.num_heads, self.head_dim)
@@ -277,8 +304,8 @@ class InternViT(BaseModule):
             held at the ``pretrain_size`` grid and interpolated to each input's grid.
         out_indices: blocks whose outputs :meth:`forward` returns (negative counts from the end).
         frozen: no gradients, no autograd graph, always in eval mode.
-        attn_impl: ``auto`` (flash-attn on CUDA fp16/bf16 when installed, else SDPA),
-            ``flash``, ``sdpa`` or ``eager``.
+        attn_impl: ``auto`` (flash-attn where it can run: installed, q/k/v in fp16/bf16 on CUDA, which
+            autocast gives fp32 weights too, an sm80+ GPU; else SDPA), ``flash``, ``sdpa`` or ``eager``.
         window_size / global_blocks: ViTDet-style window attention in every block except
             ``global_blocks`` (0 disables windows).
         dtype: what the weights are created and stored in (``'bfloat16'`` for a frozen 6B:

@@ -26,10 +26,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
-from mmcv.ops import MultiScaleDeformableAttention
 from mmengine.model import BaseModule
 from timm.layers import DropPath, trunc_normal_
 
+from ..fp32_ops import Fp32MultiScaleDeformableAttention
 from ..registry import DET_MODELS, ENGINE_MODELS, SEG_MODELS
 from .internvit import InternViT
 
@@ -95,7 +95,7 @@ def in_dtype_of(inputs: DeformInputs, tokens: torch.Tensor) -> dict:
     A model cast to bf16/fp16 (DeepSpeed, ``model.half()``) has half-precision sampling
     offsets but float32 reference points; their sum stays float32 and mmcv's CPU path
     then hands ``grid_sample`` a float32 grid for a half-precision value, which it
-    refuses. mmcv's CUDA kernel casts the locations to the value's dtype anyway.
+    refuses. (A bf16 sampling runs in fp32 anyway: models/fp32_ops.py.)
     Under autocast the tokens are float32 and nothing changes.
     """
     return inputs._replace(reference_points=inputs.reference_points.to(tokens.dtype))._asdict()
@@ -124,12 +124,13 @@ def maybe_checkpoint(enabled: bool, fn: Callable, *args):
 
 # ------------------------------------------------------------------ modules
 def deformable_attention(dims: int, num_heads: int, num_levels: int, num_points: int,
-                         ratio: float) -> MultiScaleDeformableAttention:
-    # mmcv's module: its compiled kernel on CUDA, its PyTorch (grid_sample) path on CPU.
+                         ratio: float) -> Fp32MultiScaleDeformableAttention:
+    # mmcv's module: its compiled kernel on CUDA, its PyTorch (grid_sample) path on CPU; the sampling in fp32
+    # for bf16 inputs (mmcv's CUDA kernel has no bf16; fp32_ops.py).
     # dropout=0: mmcv's default of 0.1 would drop the attention output, which the adapter never does.
-    return MultiScaleDeformableAttention(embed_dims=dims, num_heads=num_heads, num_levels=num_levels,
-                                         num_points=num_points, dropout=0.0, batch_first=True,
-                                         value_proj_ratio=ratio)
+    return Fp32MultiScaleDeformableAttention(embed_dims=dims, num_heads=num_heads, num_levels=num_levels,
+                                             num_points=num_points, dropout=0.0, batch_first=True,
+                                             value_proj_ratio=ratio)
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, stride: int, norm_cfg: dict) -> nn.Sequential:
@@ -234,10 +235,11 @@ class InteractionBlock(nn.Module):
     """
 
     def __init__(self, dims: int, num_heads: int, num_points: int, deform_ratio: float, cffn_ratio: float,
-                 drop_path: float = 0.0, extra_extractors: int = 0, with_cp: bool = False):
+                 drop_path: float = 0.0, extra_extractors: int = 0, with_cp: bool = False, inject: bool = True):
         super().__init__()
         self.with_cp = with_cp
-        self.injector = Injector(dims, num_heads, num_points, 3, deform_ratio)
+        # inject=False: no injector, the ViT blocks see their own tokens only (InternViTAdapter's `inject`)
+        self.injector = Injector(dims, num_heads, num_points, 3, deform_ratio) if inject else None
         self.extractor = Extractor(dims, num_heads, num_points, deform_ratio, cffn_ratio, drop_path)
         self.extra_extractors = nn.ModuleList(
             Extractor(dims, num_heads, num_points, deform_ratio, cffn_ratio, drop_path)
@@ -247,7 +249,8 @@ class InteractionBlock(nn.Module):
                 run_blocks: Callable[[torch.Tensor], torch.Tensor],
                 geo: Geometry) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         use_cp = self.with_cp and self.training
-        x = maybe_checkpoint(use_cp, self.injector, x, c, geo.inject)
+        if self.injector is not None:
+            x = maybe_checkpoint(use_cp, self.injector, x, c, geo.inject)
         tokens = run_blocks(torch.cat([cls, x], dim=1))
         cls, x = tokens[:, :1], tokens[:, 1:]
         for extractor in (self.extractor, *self.extra_extractors):
@@ -308,13 +311,19 @@ class InternViTAdapter(BaseModule):
         norm_cfg: norm of the spatial prior and of the four outputs.
         with_cp: activation checkpointing of every ViT block and every injector / extractor.
             The ViT's own ``with_cp`` turns it on too; the ViT's ``run_blocks`` checkpoints its blocks.
+        inject: False builds no injectors: the ViT blocks only ever see their own tokens, and the
+            adapter reads their outputs (extractors, output maps) without writing back. With a frozen
+            ViT nothing then needs a gradient through it, so its blocks run without an autograd graph
+            (no_grad, in the ViT's dtype, e.g. bf16) and only the spatial prior, the extractors and the
+            heads keep activations for backward: DINOv3's design for its frozen 7B segmentation adapter.
 
     Frozen ViT (``vit=dict(frozen=True)``): its parameters have ``requires_grad=False``
     and it stays in eval mode, but its blocks still run *with* autograd while the adapter
     trains: the injectors add to the tokens before each group of blocks, so their
     gradients have to flow back through the frozen blocks. Only the patch and position
     embedding run without a graph. This is InternVL's frozen-ViT adapter recipe; with
-    a 6B ViT it costs backward memory, which ``with_cp`` keeps down.
+    a 6B ViT it costs backward memory, which ``with_cp`` keeps down. ``inject=False``
+    removes that cost altogether (see above).
     """
 
     def __init__(self,
@@ -329,6 +338,7 @@ class InternViTAdapter(BaseModule):
                  drop_path_rate: float = 0.0,
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  with_cp: bool = False,
+                 inject: bool = True,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         vit = dict(vit)
@@ -345,13 +355,15 @@ class InternViTAdapter(BaseModule):
             raise ValueError(f'the deformable attention value width {int(dims * deform_ratio)} (embed_dims '
                              f'{dims} x deform_ratio {deform_ratio}) is not divisible by num_heads {self.num_heads}')
         self.with_cp = self.vit.with_cp = with_cp or self.vit.with_cp  # the ViT checkpoints its own blocks
+        self.inject = inject
 
         self.spm = SpatialPriorModule(dims, conv_inplanes, self.vit.patch_embed.proj.in_channels, norm_cfg)
         self.level_embed = nn.Parameter(torch.zeros(3, dims))  # tells the strides 8/16/32 tokens apart
         last = len(self.interaction_indexes) - 1
         self.interactions = nn.ModuleList(
             InteractionBlock(dims, self.num_heads, n_points, deform_ratio, cffn_ratio, drop_path_rate,
-                             extra_extractors=extra_extractors if i == last else 0, with_cp=self.with_cp)
+                             extra_extractors=extra_extractors if i == last else 0, with_cp=self.with_cp,
+                             inject=inject)
             for i in range(len(self.interaction_indexes)))
         self.up = nn.ConvTranspose2d(dims, dims, 2, 2)  # stride 8 -> 4, refined with the stem's stride-4 map
         self.norms = nn.ModuleList(build_norm_layer(norm_cfg, dims)[1] for _ in PYRAMID_STRIDES)
@@ -379,7 +391,7 @@ class InternViTAdapter(BaseModule):
         # after the generic Linear init: mmcv's own (offsets spread around each reference point,
         # uniform attention weights) is what makes deformable attention start sensibly
         for m in self.interactions.modules():
-            if isinstance(m, MultiScaleDeformableAttention):
+            if isinstance(m, Fp32MultiScaleDeformableAttention):
                 m.init_weights()
         nn.init.normal_(self.level_embed)
 

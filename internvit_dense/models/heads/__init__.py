@@ -1,3 +1,4 @@
 from .linear_head import BNLinearHead
+from .mask2former_head import SlideSafeMask2FormerHead
 
-__all__ = ['BNLinearHead']
+__all__ = ['BNLinearHead', 'SlideSafeMask2FormerHead']
