@@ -269,3 +269,27 @@ def test_deepspeed_zero3_is_refused_and_zero2_saves_adapters_only():
     apply_deepspeed_options(cfg, dict(zero_optimization=dict(stage=3)))
     with pytest.raises(ValueError, match='model.backbone.vit.lora'):
         prepare_deepspeed(cfg)
+
+
+def test_timm_encoder_takes_lora(tmp_path):
+    """The same switch on a timm ViT (TimmEncoder): its linears carry InternViT's names."""
+    import timm
+
+    from internvit_dense.models.backbones import TimmEncoder
+    kw = dict(depth=2, embed_dim=32, num_heads=2)
+    torch.save(timm.create_model('vit_tiny_patch16_224', pretrained=False, num_classes=0, img_size=64, **kw)
+               .state_dict(), tmp_path / 'timm.pth')
+    common = dict(model_name='vit_tiny_patch16_224', checkpoint=str(tmp_path / 'timm.pth'), img_size=64,
+                  model_kwargs=kw)
+    plain, enc = TimmEncoder(frozen=True, **common), TimmEncoder(lora=dict(rank=2), **common)
+    plain.init_weights()
+    enc.init_weights()
+    assert all('.lora_' in n for n, p in enc.named_parameters() if p.requires_grad)
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(enc.eval()(x)[0], plain.eval()(x)[0])
+    sd = enc.state_dict()
+    assert sorted(sd) == sorted(k for k in sd if '.lora_' in k or k == 'lora._extra_state')
+    assert enc.get_layer_depth('backbone.model.blocks.1.attn.qkv.lora_A.default.weight', 'backbone.') == (2, 4)
+    enc.train()
+    enc(x)[0].square().mean().backward()
+    assert all(p.grad is not None for n, p in enc.named_parameters() if '.lora_B.' in n)
