@@ -16,9 +16,9 @@ from internvit_dense.models.backbones import InternViT
 pytest.importorskip('peft')
 LORA = TINY.format('upernet_lora')
 FROZEN = TINY.format('upernet_frozen')
-ITERS = 20  # the tiny schedule's first 20 iterations (warm-up): enough to tell LoRA from frozen apart
-# Measured on this machine (seeded runs): LoRA 21.48 mIoU, frozen 19.16 after 20 iterations (docs/lora.md).
-MIN_MARGIN = 1.0
+# LoRA vs frozen over the same tiny backbone is not asserted: at 20 iterations the outcome depends on the adapters'
+# initial draw (+2.32 and -5.26 mIoU measured, docs/lora.md); a longer comparison did not fit this machine's budget.
+ITERS = 20
 
 
 @pytest.fixture(scope='module')
@@ -52,19 +52,6 @@ def val_miou(stdout: str) -> float:
     found = re.findall(r'Iter\(val\) \[\d+/\d+\].*?mIoU: ([\d.]+)', stdout)
     assert found, stdout[-2000:]
     return float(found[-1])
-
-
-def test_lora_beats_frozen_over_the_same_pretrained_backbone(data_root, tmp_path):
-    """The measured claim: LoRA + heads vs heads alone, 20 iterations of the tiny schedule each (seeded runs)."""
-    vit = tiny_pretrained(tmp_path / 'vit.pth')
-    mious = {}
-    for name, base in (('lora', LORA), ('frozen', FROZEN)):
-        config = with_pretrained(tmp_path, base, vit, name)
-        proc = run_tool('train.py', config, '--work-dir', tmp_path / name, *short(data_root), timeout=1800)
-        mious[name] = val_miou(proc.stdout + proc.stderr)
-    print(f'tiny UperNet after {ITERS} iterations over the same pretrained tiny backbone: LoRA mIoU {mious["lora"]}, '
-          f'frozen {mious["frozen"]} ({mious["lora"] - mious["frozen"]:+.2f})')
-    assert mious['lora'] > mious['frozen'] + MIN_MARGIN
 
 
 def test_lora_checkpoint_test_infer_merge_and_wrong_base(data_root, tmp_path):
