@@ -30,9 +30,12 @@ setup(
         'tensorboard',  # mmengine's TensorboardVisBackend
     ],
     extras_require={
-        'dev': ['pytest', 'transformers>=5.0', 'scikit-learn'],
+        'dev': ['pytest', 'transformers>=5.0', 'scikit-learn', 'peft==0.21.2'],
         'flash': ['flash-attn'],
         # HFEncoder (hf:DIR encoders in the linear probe and the configs); timm is a core dependency.
         'hf': ['transformers>=5.0'],
+        # backbone=dict(lora=dict(...)): low-rank adapters through Hugging Face peft (which needs transformers and
+        # accelerate); 0.21.2 is the release tested here with transformers 5 and torch 2.14.
+        'lora': ['peft==0.21.2', 'transformers>=5.0'],
     },
 )

@@ -8,6 +8,8 @@ deepspeed  every 6B config that trains its backbone: model states per GPU (8 GPU
            bf16) vs DeepSpeed's estimate_zero2/3_model_states_mem_needs
 table      every 6B config, as it is, on 8 GPUs of 24/40/48/80 GB at its own batch size: the plan's total
            per GPU and whether it fits
+lora       every 6B LoRA config on ONE GPU at batch 2: the plan's total and the smallest of 24/40/48/80 GB
+           it fits (and ZeRO-2 bf16 on one GPU, whose bf16 module copy drops the fp32 adapters to bf16)
 """
 import argparse
 import glob
@@ -41,6 +43,13 @@ TINY = [
     ('300M UperNet, frozen', 'configs/segmentation/tiny/tiny_upernet_frozen_synthetic.py', SIZE_300M),
     ('300M UperNet, full, with_cp', 'configs/segmentation/tiny/tiny_upernet_full_synthetic.py', SIZE_300M),
     ('300M UperNet, full, no with_cp', 'configs/segmentation/tiny/tiny_upernet_full_synthetic.py',
+     dict(SIZE_300M, **{'model.backbone.with_cp': False})),
+    ('UperNet, LoRA, with_cp', 'configs/segmentation/tiny/tiny_upernet_lora_synthetic.py', {}),
+    ('UperNet, LoRA, no with_cp', 'configs/segmentation/tiny/tiny_upernet_lora_synthetic.py',
+     {'model.backbone.with_cp': False}),
+    ('ViT-Adapter, LoRA, with_cp', 'configs/segmentation/tiny/tiny_adapter_upernet_lora_synthetic.py', {}),
+    ('300M UperNet, LoRA, with_cp', 'configs/segmentation/tiny/tiny_upernet_lora_synthetic.py', SIZE_300M),
+    ('300M UperNet, LoRA, no with_cp', 'configs/segmentation/tiny/tiny_upernet_lora_synthetic.py',
      dict(SIZE_300M, **{'model.backbone.with_cp': False})),
 ]
 GPU_SIZES = (24, 40, 48, 80)
@@ -141,9 +150,33 @@ def part_table():
     return rows
 
 
+def part_lora(batch: int = 2):
+    from mmengine.config import Config
+
+    from internvit_dense.memory_plan import apply_overrides, plan_config
+    rows = []
+    print(f'\nthe 6B LoRA configs on one GPU, batch {batch}: plan total, fits on 24/40/48/80 GB, the smallest')
+    print(f'{"config":58s} {"runner":28s} {"trained":>11s} {"total GB":>8s} ' + ' '.join(f'{g:>4d}' for g in GPU_SIZES)
+          + f' {"smallest":>8s} {"s":>5s}')
+    for path in six_b_configs():
+        if '_lora_' not in osp.basename(path):
+            continue
+        for deepspeed in ((None,) if 'deepspeed' in path else (None, 2)):
+            cfg = apply_overrides(Config.fromfile(path), deepspeed=deepspeed, precision='bf16' if deepspeed else None)
+            plan = plan_config(cfg, gpus=1, gpu_memory_gb=80, batch_size=batch, suggest=False,
+                               name=osp.relpath(path, ROOT))
+            fits = {g: plan.total <= g * GiB * (1 - 0.05) for g in GPU_SIZES}
+            smallest = next((g for g in GPU_SIZES if fits[g]), None)
+            rows.append(dict(plan.to_dict(), fits_on={str(g): f for g, f in fits.items()}, smallest_gpu=smallest))
+            print(f'{plan.config:58s} {plan.runner.describe().split(",")[0]:28s} {plan.census.trainable:11,d} '
+                  f'{plan.total / GiB:8.1f} ' + ' '.join(f'{"yes" if fits[g] else "no":>4s}' for g in GPU_SIZES)
+                  + f' {str(smallest or "-") + " GB":>8s} {plan.seconds:5.0f}', flush=True)
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--part', choices=['cpu', 'deepspeed', 'table', 'all'], default='all')
+    p.add_argument('--part', choices=['cpu', 'deepspeed', 'table', 'lora', 'all'], default='all')
     p.add_argument('--batch', type=int, default=2, help='batch of the CPU steps')
     p.add_argument('--only', nargs='+', default=(), help='cpu rows whose name contains one of these')
     p.add_argument('--out', help='JSON file (default work_dirs/benchmark/memory_plan_<time>.json)')
@@ -155,6 +188,8 @@ def main():
         results['deepspeed'] = part_deepspeed()
     if args.part in ('table', 'all'):
         results['table'] = part_table()
+    if args.part in ('lora', 'all'):
+        results['lora'] = part_lora(args.batch)
     out = args.out or osp.join('work_dirs', 'benchmark', f'memory_plan_{time.strftime("%Y%m%d_%H%M%S")}.json')
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     tmp = out + '.tmp'

@@ -89,6 +89,7 @@ def build_trained(model_cfg: dict, checkpoint: Union[str, os.PathLike]) -> Tuple
     linear-probe checkpoints) is filled from its own ``init_cfg`` checkpoint.
     """
     from internvit_dense.models.backbones.internvit import InternViT, backbones_on_meta
+    from internvit_dense.models.backbones.lora import needs_base_weights
 
     checkpoint = resolve_checkpoint(checkpoint)  # a local path wins; else a Hub name's cached copy
     _check_path(checkpoint)
@@ -108,9 +109,11 @@ def build_trained(model_cfg: dict, checkpoint: Union[str, os.PathLike]) -> Tuple
     del ckpt  # the tensors now live in sd only: the model takes them from there
     fill_module(model, sd, strict=True, source=checkpoint, allow_meta=True)
     for m in model.modules():
-        if isinstance(m, InternViT) and m.pos_embed.is_meta:
-            if (m.init_cfg or {}).get('type') == 'Pretrained':
-                m.init_weights()  # a head-only checkpoint: the frozen backbone comes from its pretrained file
+        pretrained = (getattr(m, 'init_cfg', None) or {}).get('type') == 'Pretrained'
+        if isinstance(m, InternViT) and m.pos_embed.is_meta and pretrained:
+            m.init_weights()  # a head-only checkpoint: the frozen backbone comes from its pretrained file
+        elif pretrained and needs_base_weights(m):
+            m.init_weights()  # a LoRA checkpoint holds the adapters: the base weights come from the pretrained file
     left = meta_tensors(model)
     if left:
         raise CheckpointError(f'{checkpoint} does not hold {len(left)} tensors of the model, e.g. {left[:6]}')

@@ -15,6 +15,15 @@ mmseg 1.x checkpoint of our configs (``state_dict`` + ``meta``, class names and 
 ``--from internvl-cls`` its linear-probe head into our head-only LinearProbeClassifier checkpoint.
 Our tools read both InternVL formats as they are too: converting is for other mmseg 1.x code.
 
+    python tools/convert_checkpoint.py LORA_CKPT DST.pth --merge-lora CONFIG [--dtype {float32,bfloat16}]
+
+``--merge-lora`` takes a LoRA run's checkpoint (adapters, neck and heads: ``iter_N.pth``) with the config it was
+trained with, whose backbone's pretrained file supplies the base weights, merges each adapter into its weight
+(peft's merge: ``W + alpha / rank * B @ A``) and writes a plain checkpoint of the whole model, which loads into
+the config without ``lora`` (``--cfg-options model.backbone.lora=None``, or the frozen config the LoRA config
+derives from). The merged linears are written in ``--dtype`` (default: the config's backbone dtype, bf16 for
+the 6B LoRA configs: ``W + BA`` rounded once to bf16; ``float32`` keeps the merge unrounded).
+
 DST is written beside itself and then renamed into place, whole: an existing DST (a file, or a
 folder that is not empty) is refused unless ``--overwrite``, and then replaced, never merged into.
 """
@@ -24,9 +33,9 @@ import os.path as osp
 import sys
 import time
 
-import torch
-
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without install
+
+import torch  # noqa: E402
 
 from internvit_dense.checkpoint import (FORMATS, CheckpointError, open_checkpoint, resolve_checkpoint,  # noqa: E402
                                         write_checkpoint)
@@ -52,6 +61,10 @@ def main(argv=None):
     target.add_argument('--to', choices=backbone_formats, help='target format (of the backbone)')
     target.add_argument('--from', dest='src_format', choices=task_formats,
                         help="an InternVL task checkpoint, converted to a plain mmseg 1.x / mmengine one")
+    target.add_argument('--merge-lora', metavar='CONFIG',
+                        help='SRC is a LoRA checkpoint of CONFIG: write DST with the adapters merged into the weights')
+    p.add_argument('--dtype', choices=['float32', 'bfloat16'],
+                   help="--merge-lora: dtype of the merged weights (default: the config's backbone dtype)")
     p.add_argument('--overwrite', action='store_true', help='replace an existing DST whole')
     p.add_argument('--arch', help="'6b', '6b-448', '300m' or a JSON dict (needed for a .pth source)")
     p.add_argument('--patch-size', type=int)
@@ -62,6 +75,8 @@ def main(argv=None):
 
     try:
         args.src = resolve_checkpoint(args.src)  # a local path wins; else a Hugging Face name's cached copy
+        if args.merge_lora:
+            return merge_lora_checkpoint(args)
         if args.src_format:
             return convert_task_checkpoint(args)
         return convert_backbone(args, p)
@@ -85,6 +100,43 @@ def convert_task_checkpoint(args):
           f"{sum(v.numel() for v in sd.values()) / 1e6:.1f}M parameters, dtypes as in the file) to "
           f'{args.dst} in {time.time() - start:.1f}s; its config here: '
           f"{ckpt['source_format'].suggested_config(ckpt['info'])}")
+
+
+def merge_lora_checkpoint(args):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    import internvit_dense.models  # noqa: F401  (registers the backbones)
+    from internvit_dense.apis import build_trained
+    from internvit_dense.checkpoint.model_checkpoints import save_model_checkpoint
+    from internvit_dense.models.backbones.lora import merge_lora
+    if not osp.isfile(args.merge_lora):
+        raise CheckpointError(f'config file not found: {args.merge_lora}')
+    start = time.time()
+    cfg = Config.fromfile(args.merge_lora)
+    if cfg.get('default_scope'):
+        init_default_scope(cfg.default_scope)
+    model, state = build_trained(cfg.model, args.src)  # adapters from SRC, base weights from the pretrained file
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    merged, records = 0, []
+    for name, module in model.named_modules():
+        if isinstance(module, InternViT) and module.lora is not None:
+            records.append(dict(module=name, **module.lora.get_extra_state()))
+            merged += merge_lora(module, dtype)
+    if not merged:
+        raise CheckpointError(f'{args.src} loaded into {args.merge_lora} has no LoRA adapters to merge: the config '
+                              'has no backbone with lora=dict(...)')
+    dtypes = sorted({str(p.dtype).replace('torch.', '') for n, p in model.named_parameters() if 'blocks.' in n
+                     and n.endswith(('qkv.weight', 'proj.weight', 'fc1.weight', 'fc2.weight'))})
+    meta = dict(state.get('meta') or {})
+    meta['merged_lora'] = dict(source=osp.basename(args.src), config=args.merge_lora, adapters=records,
+                               dtype=args.dtype or 'as the config')
+    with atomic_destination(args.dst, args.overwrite) as tmp:
+        save_model_checkpoint(dict(state_dict=model.state_dict(), meta=meta), tmp)
+    print(f'merged {merged} LoRA layers of {args.src} into the pretrained weights of {records[0]["base_path"]} '
+          f'(merged weights in {", ".join(dtypes)}); wrote {args.dst} in {time.time() - start:.1f}s: a plain '
+          f'checkpoint of {args.merge_lora} without lora (--cfg-options '
+          + ' '.join(f"model.{r['module']}.lora=None" for r in records) + ')')
 
 
 def convert_backbone(args, p):

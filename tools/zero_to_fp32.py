@@ -32,6 +32,7 @@ def default_output(checkpoint: str) -> str:
 
 def consolidate(checkpoint: str) -> dict:
     """The mmengine checkpoint dict for a DeepSpeed checkpoint folder."""
+    import torch
     from internvit_dense.engine.device_env import deepspeed_unavailable
     reason = deepspeed_unavailable()
     if reason:
@@ -53,7 +54,9 @@ def consolidate(checkpoint: str) -> dict:
     saved = torch_load(rank0)
     missing = []
     for name, value in saved['module'].items():
-        if name in state_dict:
+        if not torch.is_tensor(value):  # a module's extra state (a LoRA backbone's record of its base weights)
+            state_dict[name] = value
+        elif name in state_dict:
             if not value.is_floating_point():
                 state_dict[name] = value.clone()
         elif value.numel() > 0:

@@ -99,6 +99,9 @@ def assign_tensor(module: nn.Module, name: str, value: torch.Tensor) -> None:
     """
     owner_name, _, attr = name.rpartition('.')
     owner = module.get_submodule(owner_name) if owner_name else module
+    if attr == '_extra_state':  # not a tensor: a module's own record (LoRA's), which its setter checks
+        owner.set_extra_state(value)
+        return
     target = owner._parameters.get(attr)
     if target is None:
         target = owner._buffers.get(attr)

@@ -203,6 +203,54 @@ def skip_shared_memory_comm_build() -> None:
         compatible['deepspeed_shm_comm'] = False
 
 
+def lora_keys(node, path: str = 'model') -> List[str]:
+    """Where a model config turns LoRA on (``lora=dict(...)`` in a backbone, an adapter's ``vit``)."""
+    found = []
+    if isinstance(node, dict):
+        if node.get('lora'):
+            found.append(f'{path}.lora')
+        for key, value in node.items():
+            found += lora_keys(value, f'{path}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            found += lora_keys(value, f'{path}[{i}]')
+    return found
+
+
+def lora_backbones(node) -> List[dict]:
+    """The backbone configs (dicts) of a model config that have ``lora``."""
+    found = []
+    if isinstance(node, dict):
+        if node.get('lora'):
+            found.append(node)
+        for value in node.values():
+            found += lora_backbones(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            found += lora_backbones(value)
+    return found
+
+
+def lora_checkpoints(cfg: Config) -> None:
+    """A LoRA run whose base weights come from a pretrained file saves its adapters only (models/backbones/lora.py);
+    DeepSpeed's ZeRO-2 would add every frozen parameter to its checkpoint as 'frozen fragments' (11 GB for the 6B)."""
+    backbones = lora_backbones(cfg.get('model'))
+    if backbones and all((b.get('init_cfg') or {}).get('type') == 'Pretrained' for b in backbones):
+        cfg.strategy.setdefault('exclude_frozen_parameters', True)
+
+
+def refuse_zero3_lora(cfg: Config) -> None:
+    stage = int((cfg.strategy.get('zero_optimization') or {}).get('stage', 0))
+    lora = lora_keys(cfg.get('model'))
+    if stage == 3 and lora:
+        # ZeRO-3 partitions the frozen base weights to empty placeholders, which peft's LoRA layers read directly
+        # (their dtype/device when adapters are built, the weight when merging): peft documents ZeRO-3 + LoRA as
+        # needing its own zero3_init path (open upstream issues); the adapters' optimizer state is small anyway.
+        raise ValueError(f'DeepSpeed ZeRO-3 is not supported with LoRA ({lora[0]}): use ZeRO-1 or ZeRO-2 '
+                         '(--deepspeed 2), which hold the frozen bf16 base whole and partition the adapters\' '
+                         'gradients and optimizer state')
+
+
 def prepare_deepspeed(cfg: Config) -> None:
     """Makes a config with a DeepSpeed strategy ready for ``FlexibleRunner.from_cfg``."""
     import torch
@@ -212,6 +260,8 @@ def prepare_deepspeed(cfg: Config) -> None:
     if reason:  # mmengine would otherwise say only that DeepSpeed is not installed
         raise ValueError(reason)
 
+    refuse_zero3_lora(cfg)
+    lora_checkpoints(cfg)
     to_deepspeed_optim_wrapper(cfg)
     complete_half_precision(cfg.strategy)
     if precision_of(cfg.strategy) == 'fp16':

@@ -30,6 +30,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+# the one reading of a checkpoint's identity, shared with LoRA checkpoints (they record the base they adapt)
+from internvit_dense.checkpoint.files import checkpoint_identity  # noqa: F401
+
 MANIFEST = 'manifest.json'
 FORMAT_VERSION = 1
 KINDS = ('cls', 'patch')
@@ -38,30 +41,6 @@ Key = Tuple[str, int]  # ('cls' | 'patch', block index)
 
 class CacheError(RuntimeError):
     """A cache that does not match what is asked of it."""
-
-
-def _fingerprint_file(path: str, edge: int = 1 << 20) -> List:
-    # Size plus the first and last MiB: cheap for a 24 GB file, and it tells apart any two
-    # released checkpoints; a full hash would cost minutes per run.
-    size = osp.getsize(path)
-    h = hashlib.sha1()
-    with open(path, 'rb') as f:
-        h.update(f.read(edge))
-        if size > edge:
-            f.seek(max(edge, size - edge))
-            h.update(f.read(edge))
-    return [osp.basename(path), size, h.hexdigest()]
-
-
-def checkpoint_identity(path: Optional[str]) -> dict:
-    """What identifies a checkpoint's weights, independent of where it is stored."""
-    if path is None:
-        return dict(kind='none')
-    if osp.isdir(path):
-        names = sorted(f for f in os.listdir(path)
-                       if f.endswith(('.safetensors', '.bin', '.pth', '.pt')) or f == 'config.json')
-        return dict(kind='dir', files=[_fingerprint_file(osp.join(path, f)) for f in names])
-    return dict(kind='file', files=[_fingerprint_file(path)])
 
 
 def cache_key(identity: dict) -> str:

@@ -386,7 +386,7 @@ def _with(cfg, edit):
 def suggestions(cfg, plan: Plan, tracer: _Tracer) -> List[dict]:
     """Changes of the config, cheapest first, each planned; then, if none alone fits, their combinations
     in that order. Each has its command-line form."""
-    from internvit_dense.engine.deepspeed import apply_deepspeed_options, uses_deepspeed
+    from internvit_dense.engine.deepspeed import apply_deepspeed_options, lora_keys, uses_deepspeed
     gpus, gb = plan.runner.gpus, plan.gpu_memory / GiB
     candidates = []  # (label, how, edit(cfg) -> None)
     backbone = cfg.model.get('backbone') or {}
@@ -406,7 +406,7 @@ def suggestions(cfg, plan: Plan, tracer: _Tracer) -> List[dict]:
         candidates.append(('frozen backbone in bf16', f'--cfg-options {vit_key}.dtype=bfloat16', bf16))
     stage = plan.runner.zero_stage
     for s in (1, 2, 3):
-        if s <= stage:
+        if s <= stage or s == 3 and lora_keys(cfg.get('model')):  # LoRA refuses ZeRO-3 (engine/deepspeed.py)
             continue
         def zero(c, s=s):
             base = _deepspeed_base(s)
@@ -472,9 +472,11 @@ def _deepspeed_base(stage: int) -> dict:
 
 def apply_overrides(cfg, deepspeed: Optional[int] = None, precision: Optional[str] = None, offload: bool = False):
     """``tools/train.py``'s DeepSpeed flags, applied as train.py applies them."""
-    from internvit_dense.engine.deepspeed import apply_deepspeed_options
+    from internvit_dense.engine.deepspeed import apply_deepspeed_options, refuse_zero3_lora, uses_deepspeed
     base = _deepspeed_base(deepspeed) if deepspeed else None
     apply_deepspeed_options(cfg, base, precision, offload)
+    if uses_deepspeed(cfg):
+        refuse_zero3_lora(cfg)  # as training would
     return cfg
 
 

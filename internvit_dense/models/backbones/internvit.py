@@ -299,6 +299,11 @@ def compiled_block(options: Optional[dict] = None) -> Callable:
     return _COMPILED_BLOCKS[key]
 
 
+def lora_lib():
+    from . import lora  # imports peft: only for a backbone with lora=...
+    return lora
+
+
 def resolve_arch(arch: Union[str, dict]) -> dict:
     if isinstance(arch, str):
         if arch not in ARCH_PRESETS:
@@ -376,6 +381,9 @@ class InternViT(BaseModule):
             block, so compile time (paid on the first call of each input shape and mode) does not grow with
             depth. ``True``, or a dict of ``torch.compile`` options (``dict(mode='max-autotune')``).
             Off by default: see docs/benchmarks.md for what it buys where.
+        lora: low-rank adapters through peft, ``dict(rank=16, alpha=32, dropout=0.05, targets=(...),
+            blocks=None)``: the base weights freeze, only the adapters train (with ``frozen=False``); see
+            :mod:`.lora` (checkpoints then hold the adapters, not the pretrained weights).
     """
 
     def __init__(self,
@@ -395,6 +403,7 @@ class InternViT(BaseModule):
                  dtype: Union[str, torch.dtype, None] = None,
                  device: Union[str, torch.device, None] = None,
                  compile: Union[bool, dict] = False,
+                 lora: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         if not isinstance(compile, (bool, dict)):
@@ -421,6 +430,14 @@ class InternViT(BaseModule):
             self._random_init()
         if fill_now:
             self.init_weights()  # marks it initialised: mmengine's init_weights of the model skips it
+        self.lora = None
+        if lora:
+            if frozen:
+                raise ValueError('InternViT: frozen=True trains nothing in the backbone and lora=... trains its '
+                                 'adapters: set frozen=False with lora (the base weights stay frozen)')
+            from .lora import attach_lora
+            pretrained = (init_cfg or {}).get('type') == 'Pretrained'
+            self.lora = attach_lora(self, lora, self.depth, adapters_only=pretrained)
 
     def _pretrained_checkpoint(self) -> Optional[str]:
         init_cfg = self.init_cfg if isinstance(self.init_cfg, dict) else {}
@@ -523,16 +540,19 @@ class InternViT(BaseModule):
         """
         reader = path if hasattr(path, 'tensors') else open_checkpoint(path, prefix)
         own = dict(self.named_parameters())
+        # {name in the file: parameter path}; with LoRA a target's weight lives in its peft base_layer
+        paths = {n: n for n in own} if self.lora is None else lora_lib().pretrained_names(self)
         loaded, unexpected = set(), []
         for name, value in reader.tensors():
-            if name not in own:
+            if name not in paths:
                 unexpected.append(name)
                 continue
-            assign_tensor(self, name, self._fit_pretrained(name, value, own[name]))
+            assign_tensor(self, paths[name], self._fit_pretrained(name, value, own[paths[name]]))
             loaded.add(name)
             del value
         unexpected += reader.ignored
-        missing = [n for n in own if n not in loaded]
+        missing = [n for n in paths if n not in loaded]
+        own = {n: own[p] for n, p in paths.items()}
         where = f'{reader.path} ({reader.format.name})'
         if unexpected:
             shown = sorted(unexpected)
@@ -543,6 +563,9 @@ class InternViT(BaseModule):
                                   f'{missing[:8]}: wrong architecture or an incomplete checkpoint')
         if self.frozen:
             self.requires_grad_(False)
+        if self.lora is not None:
+            self.lora.base_loaded(reader.path)  # recorded in checkpoints; refuses the wrong base of loaded adapters
+            lora_lib().init_meta_adapters(self)
         print_log(f'InternViT: loaded {len(loaded)} tensors from {where} into {str(self.weight_dtype)[6:]} weights',
                   logger=logger)
         return dict(format=reader.format.name, missing=missing, unexpected=unexpected)
@@ -606,7 +629,8 @@ class InternViT(BaseModule):
         with self.frozen_context(x):
             x = x.to(self.compute_dtype)
             for blk in self.blocks[start:end]:
-                if self.with_cp and x.requires_grad and torch.is_grad_enabled():
+                # LoRA: the tokens need no gradient but the blocks' adapters do
+                if self.with_cp and (x.requires_grad or self.lora is not None) and torch.is_grad_enabled():
                     x = cp.checkpoint(self.run_block, blk, x, grid, use_reentrant=False)
                 else:
                     x = self.run_block(blk, x, grid)

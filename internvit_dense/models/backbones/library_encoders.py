@@ -76,6 +76,17 @@ class LibraryEncoder(BaseModule):
             self.requires_grad_(False)
             self.eval()
 
+    def _attach_lora(self, lora: Optional[dict], layers_pattern: str, adapters_only: bool) -> None:
+        """``lora=dict(...)``: peft LoRA adapters in the wrapped model, as InternViT's (:mod:`.lora`)."""
+        self.lora = None
+        if not lora:
+            return
+        if self.frozen:
+            raise ValueError(f'{self.describe()}: frozen=True trains nothing in the encoder and lora=... trains its '
+                             'adapters: set frozen=False with lora (the base weights stay frozen)')
+        from .lora import attach_lora
+        self.lora = attach_lora(self.model, lora, self.depth, adapters_only, layers_pattern, owner=self)
+
     def _normalise_indices(self, indices: Sequence[int]) -> List[int]:
         out = []
         for i in indices:
@@ -178,11 +189,14 @@ class TimmEncoder(LibraryEncoder):
         with_cp: timm's gradient checkpointing of the blocks.
         drop_path_rate: stochastic depth when fine-tuning.
         model_kwargs: more keyword arguments for ``timm.create_model`` (e.g. tiny widths in tests).
+        lora: peft LoRA adapters on the blocks' linears (timm ViTs name them ``attn.qkv``, ``attn.proj``,
+            ``mlp.fc1``, ``mlp.fc2``, as InternViT), with ``frozen=False``: see :mod:`.lora`.
     """
 
     def __init__(self, model_name: str, checkpoint: Optional[str] = None, img_size: Optional[int] = None,
                  out_indices: Sequence[int] = (-1,), frozen: bool = False, norm: bool = True, with_cp: bool = False,
-                 drop_path_rate: float = 0.0, model_kwargs: Optional[dict] = None, init_cfg: Optional[dict] = None):
+                 drop_path_rate: float = 0.0, model_kwargs: Optional[dict] = None, lora: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
         import timm
 
         if checkpoint is not None:
@@ -212,6 +226,7 @@ class TimmEncoder(LibraryEncoder):
                            patch[0] if isinstance(patch, (tuple, list)) else patch,
                            cfg.get('mean', IMAGENET_MEAN), cfg.get('std', IMAGENET_STD))
         self.has_class_token = getattr(self.model, 'cls_token', None) is not None
+        self._attach_lora(lora, 'blocks', adapters_only=(init_cfg or {}).get('type') == 'Pretrained')
 
     def describe(self) -> str:
         return f'timm:{self.model_name}'
@@ -230,6 +245,8 @@ class TimmEncoder(LibraryEncoder):
         load_timm_checkpoint(self.model, self.init_cfg['checkpoint'], self.describe())
         if self.frozen:
             self.requires_grad_(False)
+        if self.lora is not None:
+            self.lora.base_loaded(self.init_cfg['checkpoint'])  # recorded in checkpoints; checks loaded adapters
         self._is_init = True
 
     def _block_tokens(self, x, indices):
@@ -258,13 +275,25 @@ def load_timm_checkpoint(model: nn.Module, path: str, what: str) -> None:
     classifier = (getattr(model, 'pretrained_cfg', None) or {}).get('classifier') or 'head'
     classifiers = (classifier,) if isinstance(classifier, str) else tuple(classifier)
 
+    adapted = any('.lora_' in n for n, _ in model.named_parameters())
+    if adapted:  # peft LoRA layers: a target's weight lives in its base_layer; the adapters are not in the file
+        from .lora import base_name, is_adapter_name
+        paths = {base_name(n): n for n, _ in model.named_parameters() if not is_adapter_name(n)}
+
     def filter_fn(state_dict, m):
         if arch_filter is not None:
             state_dict = arch_filter(state_dict, m)
-        return {k: v for k, v in state_dict.items() if not k.startswith(tuple(c + '.' for c in classifiers))}
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(tuple(c + '.' for c in classifiers))}
+        return {paths.get(k, k): v for k, v in state_dict.items()} if adapted else state_dict
 
     try:
-        load_checkpoint(model, path, filter_fn=filter_fn, strict=True)
+        if not adapted:
+            load_checkpoint(model, path, filter_fn=filter_fn, strict=True)
+            return
+        result = load_checkpoint(model, path, filter_fn=filter_fn, strict=False)
+        missing = [k for k in result.missing_keys if '.lora_' not in k]
+        if missing or result.unexpected_keys:
+            raise RuntimeError(f'missing keys {missing[:8]}, unexpected keys {result.unexpected_keys[:8]}')
     except RuntimeError as e:
         raise EncoderLoadError(f'{what}: {path} does not fit the architecture:\n{e}') from None
 
@@ -281,12 +310,15 @@ class HFEncoder(LibraryEncoder):
             SigLIP) give their ``vision_model``. A hub name is refused with the command that
             downloads it: nothing is fetched here.
         out_indices / frozen / norm: see the module docstring.
+        lora: peft LoRA adapters (with ``frozen=False``, see :mod:`.lora`) on the linears that ``targets`` name
+            inside the blocks of ``encoder.layer`` (e.g. DINOv2's ``attention.attention.query``, ``.value``,
+            ``mlp.fc1``); the base weights are the folder's, loaded at construction.
     """
 
     FINAL_NORMS = ('layernorm', 'norm', 'post_layernorm')  # DINOv2 / DINOv3 / SigLIP and CLIP
 
     def __init__(self, path: str, out_indices: Sequence[int] = (-1,), frozen: bool = False, norm: bool = True,
-                 init_cfg: Optional[dict] = None):
+                 lora: Optional[dict] = None, init_cfg: Optional[dict] = None):
         from transformers import AutoConfig, AutoModel
 
         super().__init__(out_indices, frozen, norm, init_cfg)
@@ -314,6 +346,11 @@ class HFEncoder(LibraryEncoder):
         self._forward_kwargs = dict(output_hidden_states=True)
         if 'interpolate_pos_encoding' in params:  # SigLIP/CLIP only interpolate when asked
             self._forward_kwargs['interpolate_pos_encoding'] = True
+        # transformers' encoders hold their blocks as encoder.layer (DINOv2, ViT) or encoder.layers (CLIP, SigLIP)
+        layers = 'layers' if any('.layers.' in f'.{n}' for n, _ in self.model.named_modules()) else 'layer'
+        self._attach_lora(lora, layers, adapters_only=True)
+        if self.lora is not None and not _default_device_is_meta():
+            self.lora.base_loaded(path)
 
     def describe(self) -> str:
         return f'hf:{self.path}'
