@@ -428,9 +428,9 @@ class InternViT(BaseModule):
                       logger='current')
         if not self.pos_embed.is_meta:
             self._random_init()
+        self.lora = None  # set before the fill below: loading reads it
         if fill_now:
             self.init_weights()  # marks it initialised: mmengine's init_weights of the model skips it
-        self.lora = None
         if lora:
             if frozen:
                 raise ValueError('InternViT: frozen=True trains nothing in the backbone and lora=... trains its '
