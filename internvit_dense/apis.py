@@ -109,7 +109,8 @@ def build_trained(model_cfg: dict, checkpoint: Union[str, os.PathLike]) -> Tuple
     del ckpt  # the tensors now live in sd only: the model takes them from there
     fill_module(model, sd, strict=True, source=checkpoint, allow_meta=True)
     for m in model.modules():
-        pretrained = (getattr(m, 'init_cfg', None) or {}).get('type') == 'Pretrained'
+        init_cfg = getattr(m, 'init_cfg', None)  # a dict, or a list (mmdet's modules), or None
+        pretrained = isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained'
         if isinstance(m, InternViT) and m.pos_embed.is_meta and pretrained:
             m.init_weights()  # a head-only checkpoint: the frozen backbone comes from its pretrained file
         elif pretrained and needs_base_weights(m):

@@ -28,7 +28,7 @@ def run_probe(mode, **malloc_env):
     env = {k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')}
     env.update(malloc_env, PYTHONPATH=ROOT)
     out = subprocess.run([sys.executable, '-c', PROBE, mode], env=env, capture_output=True, text=True, check=True)
-    took, shrunk_kib = out.stdout.split()
+    took, shrunk_kib = out.stdout.splitlines()[-1].split()  # the last line: imports may log before it
     return took == 'True', int(shrunk_kib)
 
 
