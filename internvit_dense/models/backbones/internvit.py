@@ -438,6 +438,8 @@ class InternViT(BaseModule):
             from .lora import attach_lora
             pretrained = (init_cfg or {}).get('type') == 'Pretrained'
             self.lora = attach_lora(self, lora, self.depth, adapters_only=pretrained)
+            if fill_now:  # the base was filled above, before the adapters' record existed
+                self.lora.base_loaded(self.base_weights_path)
 
     def _pretrained_checkpoint(self) -> Optional[str]:
         init_cfg = self.init_cfg if isinstance(self.init_cfg, dict) else {}
@@ -563,6 +565,7 @@ class InternViT(BaseModule):
                                   f'{missing[:8]}: wrong architecture or an incomplete checkpoint')
         if self.frozen:
             self.requires_grad_(False)
+        self.base_weights_path = reader.path  # for adapters attached after a fill on meta (the constructor)
         if self.lora is not None:
             self.lora.base_loaded(reader.path)  # recorded in checkpoints; refuses the wrong base of loaded adapters
             lora_lib().init_meta_adapters(self)
