@@ -717,20 +717,24 @@ def row_6b_forward(kernel: str):
         if not all(torch.isfinite(o).all() for o in out):
             raise Failed('non-finite features')
         del out
-        iters = 3 if ctx.device == 'cuda' else 1
-        if ctx.device == 'cuda':
-            torch.cuda.reset_peak_memory_stats()
-        seconds = timed(lambda: vit(images), ctx.device, warmup=1 if kernel == 'compiled' else 0, iters=iters)
-        flops = flops_6b(ctx, backward=False)
-        r = rate_note(ctx, flops, seconds, f'frozen forward, {kernel}')
-        if ctx.device == 'cuda':
-            r.note += f', peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB'
-            r.data['peak_bytes'] = torch.cuda.max_memory_allocated()
-        if kernel == 'compiled':
-            r.note += f', first call (compiling) {first:.0f} s'
-            r.data['first_call_seconds'] = first
-        return r
+        return timed_6b_row(ctx, kernel, lambda: vit(images), first, backward=False, what='frozen forward')
     return run
+
+
+def timed_6b_row(ctx: Context, kernel: str, call, first: float, backward: bool, what: str) -> Result:
+    """The 6B rows' measurement after their first (checked, for compiled: compiling) call: the timed calls, the
+    rate against torch.mm, the peak memory on a GPU and the first call's time for the compiled kernel."""
+    if ctx.device == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+    seconds = timed(call, ctx.device, warmup=1 if kernel == 'compiled' else 0, iters=3 if ctx.device == 'cuda' else 1)
+    r = rate_note(ctx, flops_6b(ctx, backward=backward), seconds, f'{what}, {kernel}')
+    if ctx.device == 'cuda':
+        r.note += f', peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB'
+        r.data['peak_bytes'] = torch.cuda.max_memory_allocated()
+    if kernel == 'compiled':
+        r.note += f', first call (compiling) {first:.0f} s'
+        r.data['first_call_seconds'] = first
+    return r
 
 
 def row_6b_step(kernel: str):
@@ -754,19 +758,7 @@ def row_6b_step(kernel: str):
             first = time.perf_counter() - first
             if not math.isfinite(loss.item()):
                 raise Failed('non-finite loss')
-            if ctx.device == 'cuda':
-                torch.cuda.reset_peak_memory_stats()
-            seconds = timed(step, ctx.device, warmup=1 if kernel == 'compiled' else 0,
-                            iters=3 if ctx.device == 'cuda' else 1)
-            flops = flops_6b(ctx, backward=True)
-            r = rate_note(ctx, flops, seconds, f'forward + backward, no optimizer, {kernel}')
-            if ctx.device == 'cuda':
-                r.note += f', peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB'
-                r.data['peak_bytes'] = torch.cuda.max_memory_allocated()
-            if kernel == 'compiled':
-                r.note += f', first call (compiling) {first:.0f} s'
-                r.data['first_call_seconds'] = first
-            return r
+            return timed_6b_row(ctx, kernel, step, first, backward=True, what='forward + backward, no optimizer')
         finally:
             vit.requires_grad_(False)
             vit.frozen = True
