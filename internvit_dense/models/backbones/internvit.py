@@ -428,9 +428,7 @@ class InternViT(BaseModule):
                       logger='current')
         if not self.pos_embed.is_meta:
             self._random_init()
-        self.lora = None  # set before the fill below: loading reads it
-        if fill_now:
-            self.init_weights()  # marks it initialised: mmengine's init_weights of the model skips it
+        self.lora = None
         if lora:
             if frozen:
                 raise ValueError('InternViT: frozen=True trains nothing in the backbone and lora=... trains its '
@@ -438,8 +436,8 @@ class InternViT(BaseModule):
             from .lora import attach_lora
             pretrained = (init_cfg or {}).get('type') == 'Pretrained'
             self.lora = attach_lora(self, lora, self.depth, adapters_only=pretrained)
-            if fill_now:  # the base was filled above, before the adapters' record existed
-                self.lora.base_loaded(self.base_weights_path)
+        if fill_now:  # after the adapters: loading maps their names, records the base and initialises them
+            self.init_weights()  # marks it initialised: mmengine's init_weights of the model skips it
 
     def _pretrained_checkpoint(self) -> Optional[str]:
         init_cfg = self.init_cfg if isinstance(self.init_cfg, dict) else {}
@@ -565,7 +563,6 @@ class InternViT(BaseModule):
                                   f'{missing[:8]}: wrong architecture or an incomplete checkpoint')
         if self.frozen:
             self.requires_grad_(False)
-        self.base_weights_path = reader.path  # for adapters attached after a fill on meta (the constructor)
         if self.lora is not None:
             self.lora.base_loaded(reader.path)  # recorded in checkpoints; refuses the wrong base of loaded adapters
             lora_lib().init_meta_adapters(self)
