@@ -25,6 +25,9 @@ def time_rounds(candidates: Dict[str, Callable[[], object]], rounds: int, warmup
                 progress: bool = True) -> Dict[str, List[float]]:
     """Seconds per call of each candidate, one call each per round, the candidates in turn.
 
+    Odd rounds run the candidates in reverse order, so that no candidate always runs right after the
+    same other one (a cache or allocator state one call leaves would otherwise favour one side).
+
     ``torch.utils.benchmark.Timer`` times each call (it synchronises CUDA and keeps torch's thread
     count); the rounds are ours, since the Timer measures one statement at a time.
     """
@@ -37,8 +40,9 @@ def time_rounds(candidates: Dict[str, Callable[[], object]], rounds: int, warmup
             fn()
     seconds = {name: [] for name in candidates}
     for r in range(rounds):
-        for name, timer in timers.items():
-            seconds[name].append(timer.timeit(1).median)
+        names = list(timers) if r % 2 == 0 else list(reversed(timers))
+        for name in names:
+            seconds[name].append(timers[name].timeit(1).median)
         if progress:
             print(f'  round {r + 1}/{rounds}: ' + ', '.join(f'{n} {s[-1]:.3f}s' for n, s in seconds.items()),
                   flush=True)
