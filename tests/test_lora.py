@@ -293,3 +293,52 @@ def test_timm_encoder_takes_lora(tmp_path):
     enc.train()
     enc(x)[0].square().mean().backward()
     assert all(p.grad is not None for n, p in enc.named_parameters() if '.lora_B.' in n)
+
+
+def test_hf_encoder_takes_lora(tmp_path):
+    """The same switch on a transformers encoder (HFEncoder), with the model's own module names: a tiny DINOv2 built
+    from a config and saved as save_pretrained writes it (no hub). Adapters alone train, start as the frozen model,
+    take gradients, save without the base weights, load back over the same folder only, and merge."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    from internvit_dense.models.backbones import HFEncoder
+    folders = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                         intermediate_size=64, patch_size=14, image_size=56))
+        model.save_pretrained(str(tmp_path / f'dinov2_{seed}'))
+        folders.append(str(tmp_path / f'dinov2_{seed}'))
+    # transformers 5 names DINOv2's linears attention.{q,k,v,o}_proj, mlp.fc1, mlp.fc2; only the last block adapted
+    lora = dict(rank=2, alpha=4, targets=['attention.q_proj', 'attention.v_proj', 'mlp.fc1', 'mlp.fc2'], blocks=[-1])
+    plain = HFEncoder(folders[0], frozen=True, out_indices=[0, 1])
+    enc = HFEncoder(folders[0], lora=lora, out_indices=[0, 1])
+    trained = sorted(n for n, p in enc.named_parameters() if p.requires_grad)
+    assert len(trained) == 8 and all('encoder.layer.1.' in n and '.lora_' in n for n in trained)
+    assert enc.get_layer_depth('backbone.model.encoder.layer.1.mlp.fc1.lora_A.default.weight', 'backbone.') == (2, 4)
+    x = torch.randn(2, 3, 56, 56)
+    with torch.no_grad():
+        reference = [m.clone() for m in plain(x)]
+        assert all(torch.equal(a, b) for a, b in zip(enc.eval()(x), reference))
+    enc.train()
+    enc(x)[1].square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in enc.named_parameters() if '.lora_B.' in n)
+
+    randomize_adapters_(enc)
+    sd = enc.state_dict()
+    assert sorted(sd) == sorted(k for k in sd if '.lora_' in k or k == 'lora._extra_state') and len(sd) == 9
+    with torch.no_grad():
+        adapted = [m.clone() for m in enc.eval()(x)]
+    assert not torch.allclose(adapted[1], reference[1])
+    again = HFEncoder(folders[0], lora=lora, out_indices=[0, 1])
+    again.load_state_dict(sd)  # strict: the base weights are the folder's, not missing
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(again.eval()(x), adapted))
+    with pytest.raises(CheckpointError, match='wrong base weights') as err:
+        HFEncoder(folders[1], lora=lora, out_indices=[0, 1]).load_state_dict(sd)
+    assert 'dinov2_0' in str(err.value) and 'dinov2_1' in str(err.value)
+
+    assert merge_lora(enc.model) == 4 and not any('lora' in n for n, _ in enc.model.named_parameters())
+    with torch.no_grad():
+        merged = enc.eval()(x)
+    torch.testing.assert_close(merged[1], adapted[1], rtol=1e-5, atol=1e-5)

@@ -311,8 +311,8 @@ class HFEncoder(LibraryEncoder):
             downloads it: nothing is fetched here.
         out_indices / frozen / norm: see the module docstring.
         lora: peft LoRA adapters (with ``frozen=False``, see :mod:`.lora`) on the linears that ``targets`` name
-            inside the blocks of ``encoder.layer`` (e.g. DINOv2's ``attention.attention.query``, ``.value``,
-            ``mlp.fc1``); the base weights are the folder's, loaded at construction.
+            inside the blocks of ``encoder.layer(s)`` (e.g. DINOv2's ``attention.q_proj``, ``attention.v_proj``,
+            ``mlp.fc1``, ``mlp.fc2`` in transformers 5); the base weights are the folder's, loaded at construction.
     """
 
     FINAL_NORMS = ('layernorm', 'norm', 'post_layernorm')  # DINOv2 / DINOv3 / SigLIP and CLIP

@@ -158,7 +158,9 @@ def _base_weights_not_missing(module: nn.Module, incompatible) -> None:
     record = getattr(module, RECORD, None)
     if not isinstance(record, LoRARecord) or not record.adapters_only:
         return
-    base = {n for n, _ in [*module.named_parameters(), *module.named_buffers()] if not is_adapter_name(n)}
+    # every name of a shared tensor too (HFEncoder's final_norm is also model.layernorm): each is a state-dict key
+    base = {n for n, _ in [*module.named_parameters(remove_duplicate=False),
+                           *module.named_buffers(remove_duplicate=False)] if not is_adapter_name(n)}
 
     def is_base(key: str) -> bool:
         parts = key.split('.')
