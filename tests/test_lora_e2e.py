@@ -1,28 +1,28 @@
 """Issue 23 end to end: a tiny LoRA config through tools/train.py, tools/test.py, tools/infer.py and
 tools/convert_checkpoint.py --merge-lora; adapters-only checkpoints over a pretrained tiny backbone, refused over
-another; killed and resumed bit for bit."""
+another; killed and resumed bit for bit; DeepSpeed ZeRO-1/2 checkpoints consolidated to adapters, neck and heads."""
 import os
 
 import pytest
 import torch
+from conftest import load_tool, short_schedule
 from seg_utils import ROOT, TINY, data_options, load_ckpt, miou_of, run_tool
-from test_resume_exact import SEG, differing, kill_and_resume
+from test_deepspeed import scalars
+from test_deepspeed import train as deepspeed_train
+from test_resume_exact import ITERS, SEG, differing, kill_and_resume
+from test_resume_exact import train as resume_train
 
 from internvit_dense.checkpoint import save_checkpoint
-from internvit_dense.datasets.synthetic_ade20k import generate_synthetic_ade20k
 from internvit_dense.models.backbones import InternViT
 
 pytest.importorskip('peft')
 LORA = TINY.format('upernet_lora')
-# LoRA vs frozen over the same tiny backbone is not asserted: at 20 iterations the outcome depends on the adapters'
-# initial draw (+2.32 and -5.26 mIoU measured, docs/lora.md); a longer comparison did not fit this machine's budget.
-
-
-@pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('lora_ade')
-    generate_synthetic_ade20k(str(root), num_train=200, num_val=24, seed=0, progress=False, overwrite=True)
-    return root
+# LoRA against the same config frozen: the tiny linear config (frozen backbone, BN + 1x1 conv head on block 3) and
+# tiny_linear_lora_synthetic.py, which is that config with adapters, over one pretrained tiny backbone, trained
+# alike. Measured (docs/lora.md): LoRA - frozen = +23.8, +19.6, +13.9 mIoU over randomness.seed 0, 1, 2; the test
+# runs seed 0 and asserts a margin below the smallest.
+COMPARE_ITERS = 200
+COMPARE_MARGIN = 8.0
 
 
 def with_pretrained(tmp_path, base, vit_path, name):
@@ -40,14 +40,24 @@ def tiny_pretrained(path, seed=0):
     return str(path)
 
 
-def test_lora_checkpoint_test_infer_merge_and_wrong_base(data_root, tmp_path):
-    vit = tiny_pretrained(tmp_path / 'vit.pth')
-    lora_cfg = with_pretrained(tmp_path, LORA, vit, 'lora')
-    quick = data_options(data_root, ['train_cfg.max_iters=2', 'train_cfg.val_interval=100',
-                                     'default_hooks.checkpoint.interval=2', 'default_hooks.checkpoint.save_best=None',
-                                     'train_dataloader.batch_size=2'])
-    run_tool('train.py', lora_cfg, '--work-dir', tmp_path / 'lora', *quick)
-    lora_ckpt = tmp_path / 'lora' / 'iter_2.pth'
+@pytest.fixture(scope='module')
+def lora_run(ade20k_small, tmp_path_factory):
+    """The tiny LoRA UperNet over a pretrained tiny backbone: the kill-and-resume test's options (drop path and
+    dropout on, checkpoints at iterations 3 and 6), trained once. The straight run of the resume test and the
+    checkpoint the other tools take."""
+    base = tmp_path_factory.mktemp('lora_run')
+    vit = tiny_pretrained(base / 'vit.pth')
+    config = with_pretrained(base, LORA, vit, 'lora')
+    options = data_options(ade20k_small, SEG)[1:]
+    work = base / 'straight'
+    resume_train(config, work, options)
+    return dict(vit=vit, config=config, options=options, work=work, checkpoint=work / f'iter_{ITERS}.pth',
+                base=base)
+
+
+def test_lora_checkpoint_test_infer_merge_and_wrong_base(lora_run, ade20k_small, tmp_path):
+    vit, lora_cfg, lora_ckpt = lora_run['vit'], lora_run['config'], lora_run['checkpoint']
+    quick = data_options(ade20k_small)
 
     # the LoRA checkpoint: adapters, neck and heads, and the record of its base; no base weight
     sd = load_ckpt(lora_ckpt)['state_dict']
@@ -81,7 +91,7 @@ def test_lora_checkpoint_test_infer_merge_and_wrong_base(data_root, tmp_path):
     proc = run_tool('test.py', wrong_cfg, lora_ckpt, '--work-dir', tmp_path / 'wrong', *quick, check=False)
     assert proc.returncode != 0
     assert 'wrong base weights' in proc.stderr and 'vit.pth' in proc.stderr and 'other.pth' in proc.stderr
-    image = next((data_root / 'images' / 'validation').iterdir())
+    image = next((ade20k_small / 'images' / 'validation').iterdir())
     ok = run_tool('infer.py', lora_cfg, lora_ckpt, image, '--out-dir', tmp_path / 'infer', '--device', 'cpu',
                   '--quiet')
     assert 'done: 1 images' in ok.stdout
@@ -90,12 +100,60 @@ def test_lora_checkpoint_test_infer_merge_and_wrong_base(data_root, tmp_path):
     assert proc.returncode != 0 and 'wrong base weights' in proc.stderr
 
 
-def test_lora_killed_and_resumed_is_bit_identical(data_root, tmp_path):
-    vit = tiny_pretrained(tmp_path / 'vit.pth')
-    config = with_pretrained(tmp_path, LORA, vit, 'lora_resume')
-    options = data_options(data_root, SEG)[1:]
-    straight, resumed, _ = kill_and_resume(tmp_path, str(config), options)
+def test_lora_killed_and_resumed_is_bit_identical(lora_run, tmp_path):
+    straight, resumed, _ = kill_and_resume(tmp_path, str(lora_run['config']), lora_run['options'],
+                                           straight=lora_run['work'])
     assert any('.lora_' in k for k in straight['state_dict'])
     records = [ckpt['state_dict'].pop('backbone.lora._extra_state') for ckpt in (straight, resumed)]
-    assert records[0] == records[1] and records[0]['base_path'] == vit
+    assert records[0] == records[1] and records[0]['base_path'] == lora_run['vit']
     assert differing(straight, resumed) == []
+
+
+@pytest.mark.parametrize('stage', [1, 2])
+def test_lora_deepspeed_checkpoint_holds_adapters_neck_and_heads(stage, lora_run, ade20k_small, tmp_path, capsys):
+    """The tiny LoRA DeepSpeed config (ZeRO-2 bf16, here at ZeRO-1 and 2 in fp32 so that the live model and the
+    consolidated checkpoint compute alike) in one process: tools/zero_to_fp32.py gives adapters, neck and heads
+    with the record of the base, no base weight; tools/test.py, with the config's pretrained file, scores what the
+    live DeepSpeed model scored."""
+    config = with_pretrained(tmp_path, LORA.replace('.py', '_deepspeed.py'), lora_run['vit'],
+                             'lora_deepspeed')
+    iters, work = 4, tmp_path / 'work'
+    data = [f'{split}_dataloader.dataset.data_root={ade20k_small}' for split in ('train', 'val', 'test')]
+    deepspeed_train(work, config, 1, '--deepspeed', stage, '--deepspeed-precision', 'fp32', options=data + [
+        f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}', f'default_hooks.checkpoint.interval={iters}',
+        'default_hooks.checkpoint.save_best=None', 'train_dataloader.batch_size=2', 'param_scheduler.0.end=1',
+        'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False'])
+    live = scalars(work)[iters]['mIoU']
+
+    out = tmp_path / 'consolidated.pth'
+    load_tool('zero_to_fp32').main([str(work / f'iter_{iters}.pth'), str(out)])
+    state = load_ckpt(out)['state_dict']
+    backbone = [k for k in state if k.startswith('backbone.')]
+    assert backbone and all('.lora_' in k or k == 'backbone.lora._extra_state' for k in backbone), backbone[:8]
+    assert len(backbone) == 1 + 2 * 4 * 4  # the record, lora_A and lora_B of 4 linears in 4 blocks
+    assert state['backbone.lora._extra_state']['base_path'] == lora_run['vit']
+    assert any(k.startswith('neck.') for k in state) and any(k.startswith('auxiliary_head.') for k in state)
+    assert any(state[k].abs().sum() > 0 for k in backbone if '.lora_B.' in k)  # the adapters trained
+
+    capsys.readouterr()
+    load_tool('test').main([str(work / 'lora_deepspeed.py'), str(out), '--work-dir', str(tmp_path / 'test')])
+    tested = miou_of(capsys.readouterr().out)
+    print(f'  ZeRO-{stage} LoRA: live mIoU {live}, consolidated checkpoint in tools/test.py {tested}')
+    assert tested == pytest.approx(live, abs=1e-6)
+
+
+def test_lora_beats_the_same_config_frozen(ade20k_learn, tmp_path):
+    """The tiny linear config frozen and with LoRA (tiny_linear_lora_synthetic.py: that config plus adapters), over
+    the same pretrained tiny backbone (seed 0, as tests/conftest.py's linear_frozen_fp32_run), the same schedule
+    shortened to COMPARE_ITERS, and a 24-way head on both sides: the synthetic labels are ADE classes 0..22, and
+    the 150-way logits upsampled to the crop are 80% of a CPU step."""
+    vit = tiny_pretrained(tmp_path / 'vit.pth')
+    options = data_options(ade20k_learn, short_schedule(COMPARE_ITERS) + ['model.decode_head.num_classes=24'])
+    miou = {}
+    for name in ('linear_frozen', 'linear_lora'):
+        config = with_pretrained(tmp_path, TINY.format(name), vit, name)
+        run_tool('train.py', config, '--work-dir', tmp_path / name, *options)
+        miou[name] = scalars(tmp_path / name)[COMPARE_ITERS]['mIoU']
+    print(f"  validation mIoU after {COMPARE_ITERS} iterations: LoRA {miou['linear_lora']:.2f}, frozen "
+          f"{miou['linear_frozen']:.2f} ({miou['linear_lora'] - miou['linear_frozen']:+.2f})")
+    assert miou['linear_lora'] > miou['linear_frozen'] + COMPARE_MARGIN, miou

@@ -61,9 +61,11 @@ def differing(a, b):
     return bad
 
 
-def kill_and_resume(tmp_path, base, options, *args, nproc=1, load=load_ckpt):
-    straight = tmp_path / 'straight'
-    train(base, straight, options, *args, nproc=nproc)
+def kill_and_resume(tmp_path, base, options, *args, nproc=1, load=load_ckpt, straight=None):
+    """``straight``: the work dir of a run of ``base`` with these options that another test already made."""
+    if straight is None:
+        straight = tmp_path / 'straight'
+        train(base, straight, options, *args, nproc=nproc)
     work = tmp_path / 'killed'
     killed = train(kill_config(tmp_path, base), work, options, *args, nproc=nproc, check=False, pythonpath=tmp_path)
     assert killed.returncode != 0 and not (work / f'iter_{ITERS}.pth').exists()

@@ -92,8 +92,9 @@ def main(argv=None):
     tmp = out + '.tmp'
     torch.save(ckpt, tmp)
     os.replace(tmp, out)  # never a half-written file under the final name
-    numel = sum(v.numel() for v in ckpt['state_dict'].values() if v.is_floating_point())
-    print(f'{len(ckpt["state_dict"])} tensors ({numel:,} floats) from {args.checkpoint} -> {out}')
+    tensors = [v for v in ckpt['state_dict'].values() if torch.is_tensor(v)]  # not a LoRA record (extra state)
+    numel = sum(v.numel() for v in tensors if v.is_floating_point())
+    print(f'{len(tensors)} tensors ({numel:,} floats) from {args.checkpoint} -> {out}')
 
 
 if __name__ == '__main__':
