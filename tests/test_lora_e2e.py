@@ -2,6 +2,7 @@
 tools/convert_checkpoint.py --merge-lora; adapters-only checkpoints over a pretrained tiny backbone, refused over
 another; killed and resumed bit for bit; DeepSpeed ZeRO-1/2 checkpoints consolidated to adapters, neck and heads."""
 import os
+import re
 
 import pytest
 import torch
@@ -121,9 +122,10 @@ def test_lora_deepspeed_checkpoint_holds_adapters_neck_and_heads(stage, lora_run
     data = [f'{split}_dataloader.dataset.data_root={ade20k_small}' for split in ('train', 'val', 'test')]
     deepspeed_train(work, config, 1, '--deepspeed', stage, '--deepspeed-precision', 'fp32', options=data + [
         f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}', f'default_hooks.checkpoint.interval={iters}',
-        'default_hooks.checkpoint.save_best=None', 'train_dataloader.batch_size=2', 'param_scheduler.0.end=1',
-        'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False'])
-    live = scalars(work)[iters]['mIoU']
+        'default_hooks.checkpoint.save_best=None', 'train_dataloader.batch_size=2',
+        'param_scheduler.0.start_factor=1.0', 'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False'])
+    live = {k: v for k, v in scalars(work)[iters].items() if k in ('aAcc', 'mIoU', 'mAcc')}
+    assert live['aAcc'] > 0, live  # something was learnt, so that the comparison means something
 
     out = tmp_path / 'consolidated.pth'
     load_tool('zero_to_fp32').main([str(work / f'iter_{iters}.pth'), str(out)])
@@ -137,8 +139,10 @@ def test_lora_deepspeed_checkpoint_holds_adapters_neck_and_heads(stage, lora_run
 
     capsys.readouterr()
     load_tool('test').main([str(work / 'lora_deepspeed.py'), str(out), '--work-dir', str(tmp_path / 'test')])
-    tested = miou_of(capsys.readouterr().out)
-    print(f'  ZeRO-{stage} LoRA: live mIoU {live}, consolidated checkpoint in tools/test.py {tested}')
+    stdout = capsys.readouterr().out
+    tested = {k: float(v) for k, v in re.findall(r'^  (\w+): ([\d.]+)$', stdout, re.M) if k in live}
+    print(f'  ZeRO-{stage} LoRA: live DeepSpeed model {live}, consolidated checkpoint in tools/test.py {tested}')
+    assert miou_of(stdout) == pytest.approx(live['mIoU'], abs=1e-6)
     assert tested == pytest.approx(live, abs=1e-6)
 
 
@@ -152,7 +156,8 @@ def test_lora_beats_the_same_config_frozen(ade20k_learn, tmp_path):
     miou = {}
     for name in ('linear_frozen', 'linear_lora'):
         config = with_pretrained(tmp_path, TINY.format(name), vit, name)
-        run_tool('train.py', config, '--work-dir', tmp_path / name, *options)
+        # one thread: the step's small GEMMs and upsampling run 2x slower on two threads of a loaded 2-core machine
+        run_tool('train.py', config, '--work-dir', tmp_path / name, *options, threads=1)
         miou[name] = scalars(tmp_path / name)[COMPARE_ITERS]['mIoU']
     print(f"  validation mIoU after {COMPARE_ITERS} iterations: LoRA {miou['linear_lora']:.2f}, frozen "
           f"{miou['linear_frozen']:.2f} ({miou['linear_lora'] - miou['linear_frozen']:+.2f})")
