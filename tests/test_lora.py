@@ -226,6 +226,7 @@ def test_6b_lora_configs_build_on_meta(name):
 @pytest.mark.parametrize('config', ['segmentation/tiny/tiny_upernet_lora_synthetic',
                                     'segmentation/tiny/tiny_adapter_upernet_lora_synthetic',
                                     'segmentation/tiny/tiny_linear_lora_fewshot_synthetic',
+                                    'segmentation/tiny/tiny_linear_lora_synthetic',
                                     'detection/tiny/tiny_mask-rcnn_fpn_lora_synthetic'])
 def test_tiny_lora_configs_take_a_training_step(config):
     from mmengine.config import Config
