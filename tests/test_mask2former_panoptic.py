@@ -173,3 +173,36 @@ def test_tiny_panoptic_config_learns_its_pq_is_panopticapis_and_overlays_are_dra
     # --show-dir: one overlay per validation image (mmdet's DetLocalVisualizer outlines every panoptic segment)
     overlays = [f for _, _, fs in os.walk(tmp_path / 'vis') for f in fs if f.endswith('.png')]
     assert len(overlays) == syn.read_summary(str(coco_learn))['num_val']
+
+
+def test_tiny_and_6b_panoptic_configs_read_and_score_coco_panoptic_alike():
+    """The tiny config is the 6B one in small: same detector, heads, data set, annotation layout and evaluators;
+    only sizes, classes and the 6B's large-scale jittering differ. Its heads fit the synthetic set's classes."""
+    from mmengine.config import Config
+
+    from seg_utils import ROOT
+    tiny = Config.fromfile(os.path.join(ROOT, CONFIG))
+    big = Config.fromfile(os.path.join(ROOT, 'configs/mask2former/internvit_6b_adapter_mask2former_frozen_panoptic_3x_coco.py'))
+    for cfg in (tiny, big):
+        assert (cfg.model.type, cfg.model.panoptic_head.type, cfg.model.panoptic_fusion_head.type) == \
+            ('Mask2Former', 'Mask2FormerHead', 'MaskFormerFusionHead')
+        assert cfg.model.test_cfg.panoptic_on and cfg.model.test_cfg.instance_on
+        assert cfg.model.data_preprocessor.pad_seg and cfg.model.data_preprocessor.seg_pad_value == 255
+        for split, loader in (('train', cfg.train_dataloader), ('val', cfg.val_dataloader), ('val', cfg.test_dataloader)):
+            ds = loader.dataset
+            assert ds.type == 'CocoPanopticDataset' and ds.ann_file == syn.PANOPTIC[split][0]
+            assert ds.data_prefix == dict(img=syn.SPLITS[split][0] + '/', seg=syn.PANOPTIC[split][1] + '/')
+            assert [t.type for t in ds.pipeline if 'Load' in t.type] == ['LoadImageFromFile', 'LoadPanopticAnnotations']
+        for evaluators in (cfg.val_evaluator, cfg.test_evaluator):
+            assert [e.type for e in evaluators] == ['CocoPanopticMetric', 'CocoMetric']
+            assert evaluators[0].ann_file.endswith(syn.PANOPTIC['val'][0])
+            assert evaluators[0].seg_prefix.rstrip('/').endswith(syn.PANOPTIC['val'][1])
+            assert evaluators[1].ann_file.endswith(syn.SPLITS['val'][1])
+        assert cfg.default_hooks.checkpoint.save_best == 'coco_panoptic/PQ'
+    head, fusion = tiny.model.panoptic_head, tiny.model.panoptic_fusion_head
+    assert (head.num_things_classes, head.num_stuff_classes) == (fusion.num_things_classes, fusion.num_stuff_classes) \
+        == (len(syn.CLASS_NAMES), len(syn.STUFF_NAMES))
+    assert head.loss_cls.class_weight == [1.0] * NUM_CLASSES + [0.1]
+    meta = tiny.train_dataloader.dataset.metainfo
+    assert (meta['classes'], meta['thing_classes'], meta['stuff_classes']) == \
+        (syn.PANOPTIC_CLASSES, syn.CLASS_NAMES, syn.STUFF_NAMES)
