@@ -182,17 +182,20 @@ def test_tiny_and_6b_panoptic_configs_read_and_score_coco_panoptic_alike():
 
     from seg_utils import ROOT
     tiny = Config.fromfile(os.path.join(ROOT, CONFIG))
-    big = Config.fromfile(os.path.join(ROOT, 'configs/mask2former/internvit_6b_adapter_mask2former_frozen_panoptic_3x_coco.py'))
+    big = Config.fromfile(
+        os.path.join(ROOT, 'configs/mask2former/internvit_6b_adapter_mask2former_frozen_panoptic_3x_coco.py'))
     for cfg in (tiny, big):
         assert (cfg.model.type, cfg.model.panoptic_head.type, cfg.model.panoptic_fusion_head.type) == \
             ('Mask2Former', 'Mask2FormerHead', 'MaskFormerFusionHead')
         assert cfg.model.test_cfg.panoptic_on and cfg.model.test_cfg.instance_on
         assert cfg.model.data_preprocessor.pad_seg and cfg.model.data_preprocessor.seg_pad_value == 255
-        for split, loader in (('train', cfg.train_dataloader), ('val', cfg.val_dataloader), ('val', cfg.test_dataloader)):
+        loaders = (('train', cfg.train_dataloader), ('val', cfg.val_dataloader), ('val', cfg.test_dataloader))
+        for split, loader in loaders:
             ds = loader.dataset
             assert ds.type == 'CocoPanopticDataset' and ds.ann_file == syn.PANOPTIC[split][0]
             assert ds.data_prefix == dict(img=syn.SPLITS[split][0] + '/', seg=syn.PANOPTIC[split][1] + '/')
-            assert [t.type for t in ds.pipeline if 'Load' in t.type] == ['LoadImageFromFile', 'LoadPanopticAnnotations']
+            loads = [t.type for t in ds.pipeline if 'Load' in t.type]
+            assert loads == ['LoadImageFromFile', 'LoadPanopticAnnotations']
         for evaluators in (cfg.val_evaluator, cfg.test_evaluator):
             assert [e.type for e in evaluators] == ['CocoPanopticMetric', 'CocoMetric']
             assert evaluators[0].ann_file.endswith(syn.PANOPTIC['val'][0])

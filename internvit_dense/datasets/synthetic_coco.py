@@ -195,7 +195,8 @@ def describe(s: dict) -> str:
     for c in CATEGORIES:
         look = f"{c['texture']} {c['outline']}, hue {c['hue']}"
         lines.append(f"  {c['id']}: {c['name']:<6} {look:<28} {s['objects_per_class']['train'][c['name']]:>6}")
-    lines.append('stuff, panoptic only (COCO id: name): ' + ', '.join(f"{c['id']}: {c['name']}" for c in STUFF_CATEGORIES))
+    stuff = ', '.join(f"{c['id']}: {c['name']}" for c in STUFF_CATEGORIES)
+    lines.append(f'stuff, panoptic only (COCO id: name): {stuff}')
     return '\n'.join(lines)
 
 
