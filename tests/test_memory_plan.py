@@ -17,7 +17,9 @@ SIX_B_FULL = 'configs/segmentation/internvit_6b_upernet_full_ade20k_504.py'
 
 
 @pytest.mark.parametrize('config', ['configs/segmentation/tiny/tiny_upernet_full_synthetic.py',
-                                    'configs/segmentation/tiny/tiny_adapter_upernet_frozen_synthetic.py'])
+                                    'configs/segmentation/tiny/tiny_adapter_upernet_frozen_synthetic.py',
+                                    # every class in each image, the real Hungarian matcher against the plan's
+                                    'configs/mask2former/tiny/tiny_adapter_mask2former_frozen_synthetic.py'])
 def test_plan_matches_a_measured_cpu_step(config, one_thread):
     from internvit_dense.memory_plan.validate import measured_cpu_step, planned_cpu_step
     cfg = Config.fromfile(config)
