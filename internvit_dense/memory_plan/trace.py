@@ -352,7 +352,9 @@ def measure_step(model: nn.Module, run_loss: Callable[[], torch.Tensor], autocas
         st = t.untyped_storage()
         if st._cdata not in states:
             saved[st._cdata] = st.nbytes()
-        return t
+        # detached (same storage): the tensor itself would hold its grad_fn, which holds it, a cycle that keeps an
+        # op's saved output, and the graph of a branch dropped in the forward (the matcher's costs), until the GC runs
+        return t.detach()
 
     live = LiveStorages(ignore=states)
     hooks = [p.register_post_accumulate_grad_hook(lambda p: live.add_gradient(p.grad))
