@@ -79,6 +79,11 @@ _FACTORIES = {aten.full.default, aten.zeros.default, aten.ones.default, aten.ara
               aten.new_ones.default}
 
 
+# ops whose output size or result depends on values: run on known values, else their worst case (or refused)
+_VALUE_DEPENDENT = {aten.nonzero.default, aten.masked_select.default, aten._unique2.default, aten.unique_dim.default,
+                    aten.unique_consecutive.default, aten._local_scalar_dense.default, aten.is_nonzero.default}
+
+
 def _is_fake(t) -> bool:
     from torch._subclasses.fake_tensor import FakeTensor
     return isinstance(t, FakeTensor)
@@ -154,22 +159,29 @@ class ValueFreeOps(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        known = self._run_on_known_values(func, args, kwargs)
-        if known is not None:
-            if func in (aten._local_scalar_dense.default, aten.is_nonzero.default):
-                return known
-            try:
-                out = func(*args, **kwargs)
-            except (DynamicOutputShapeException, DataDependentOutputException):  # nonzero, unique, masks: from the values
-                out = tuple(self._as_fake(k) for k in known) if isinstance(known, (tuple, list)) else self._as_fake(known)
-            outs, reals = ((out, known) if isinstance(out, (tuple, list)) and isinstance(known, (tuple, list))
-                           else ((out,), (known,)))
-            for o, k in zip(outs, reals):
+        value_dependent = func in _VALUE_DEPENDENT or (
+            func is aten.index.Tensor and any(i is not None and i.dtype in (torch.bool, torch.uint8) for i in args[1]))
+        if not value_dependent:
+            out = func(*args, **kwargs)  # fake first: its sizes say whether the values are worth computing
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            small = all(not isinstance(o, torch.Tensor) or o.numel() <= KNOWN_NUMEL for o in outs)
+            known = self._run_on_known_values(func, args, kwargs) if small else None
+            if known is None:
+                if func._schema.is_mutable:
+                    self._forget_written(func, args, kwargs)
+                return out
+            for o, k in zip(outs, known if isinstance(out, (tuple, list)) else (known,)):
                 if isinstance(o, torch.Tensor) and isinstance(k, torch.Tensor):
                     self._remember(o, k)
             return out
-        if func._schema.is_mutable:
-            self._forget_written(func, args, kwargs)
+        known = self._run_on_known_values(func, args, kwargs)  # inputs bounded by KNOWN_INPUT_NUMEL
+        if known is not None:
+            if func in (aten._local_scalar_dense.default, aten.is_nonzero.default):
+                return known
+            outs = tuple(self._as_fake(k) for k in known) if isinstance(known, (tuple, list)) else self._as_fake(known)
+            for o, k in zip(outs if isinstance(outs, tuple) else (outs,), known if isinstance(outs, tuple) else (known,)):
+                self._remember(o, k)
+            return outs
         if func in (aten.nonzero.default,):
             (t,) = args
             return torch.empty((t.numel(), t.dim()), dtype=torch.long, device=t.device)
