@@ -262,10 +262,9 @@ def test_tiny_semantic_tests_with_tta_and_draws_overlays(tiny_run, tmp_path):
     """tools/test.py --tta (the data set's scales x flip; mmseg's SegTTAModel averages each view's class
     probabilities) and --show-dir on the trained checkpoint."""
     from seg_utils import data_options, miou_of, run_tool
+    loading = ['test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']
     proc = run_tool('test.py', TINY, tiny_run['straight_ckpt'], '--work-dir', tmp_path / 'work', '--tta',
-                    '--show-dir', tmp_path / 'vis', *data_options(tiny_run['data'], ['test_dataloader.num_workers=0',
-                                                                                      'test_dataloader.persistent_workers=False']),
-                    threads=1)
+                    '--show-dir', tmp_path / 'vis', *data_options(tiny_run['data'], loading), threads=1)
     assert 0 <= miou_of(proc.stdout) <= 100
     drawn = list((tmp_path / 'vis').rglob('*.png')) + list((tmp_path / 'vis').rglob('*.jpg'))
     assert len(drawn) == 2, drawn

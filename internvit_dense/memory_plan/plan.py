@@ -97,7 +97,8 @@ def _step_function(model, batch: int, size: Tuple[int, int], dtype: torch.dtype,
     labels = _label_map_with_every_class(mask2former_instances(model), h, w) if task == 'mask2former' else None
 
     def run():
-        inputs = torch.zeros(batch, 3, h, w, dtype=dtype)  # finite in a real step (memory_plan/validate.py): a NaN stops scipy's matcher
+        # zeros, not empty: a real step (memory_plan/validate.py) must be finite, a NaN stops scipy's matcher
+        inputs = torch.zeros(batch, 3, h, w, dtype=dtype)
         if task in ('segmentation', 'depth', 'mask2former'):
             from mmengine.structures import PixelData
             from mmseg.structures import SegDataSample

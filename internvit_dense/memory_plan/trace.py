@@ -75,10 +75,8 @@ KNOWN_NUMEL = 4096
 KNOWN_INPUT_NUMEL = 1 << 21
 # ops that make a tensor of known values out of no tensor but a template (the ``new_*`` take only its dtype)
 _FACTORIES = {aten.full.default, aten.zeros.default, aten.ones.default, aten.arange.default, aten.arange.start,
-              aten.arange.start_step, aten.linspace.default, aten.scalar_tensor.default, aten.new_full.default, aten.new_zeros.default,
-              aten.new_ones.default}
-
-
+              aten.arange.start_step, aten.linspace.default, aten.scalar_tensor.default, aten.new_full.default,
+              aten.new_zeros.default, aten.new_ones.default}
 # ops whose output size or result depends on values: run on known values, else their worst case (or refused)
 _VALUE_DEPENDENT = {aten.nonzero.default, aten.masked_select.default, aten._unique2.default, aten.unique_dim.default,
                     aten.unique_consecutive.default, aten._local_scalar_dense.default, aten.is_nonzero.default}
@@ -178,10 +176,11 @@ class ValueFreeOps(TorchDispatchMode):
         if known is not None:
             if func in (aten._local_scalar_dense.default, aten.is_nonzero.default):
                 return known
-            outs = tuple(self._as_fake(k) for k in known) if isinstance(known, (tuple, list)) else self._as_fake(known)
-            for o, k in zip(outs if isinstance(outs, tuple) else (outs,), known if isinstance(outs, tuple) else (known,)):
+            reals = tuple(known) if isinstance(known, (tuple, list)) else (known,)
+            outs = tuple(self._as_fake(k) for k in reals)
+            for o, k in zip(outs, reals):
                 self._remember(o, k)
-            return outs
+            return outs if isinstance(known, (tuple, list)) else outs[0]
         if func in (aten.nonzero.default,):
             (t,) = args
             return torch.empty((t.numel(), t.dim()), dtype=torch.long, device=t.device)
