@@ -28,6 +28,9 @@ setup(
         'pillow',
         'tqdm',
         'tensorboard',  # mmengine's TensorboardVisBackend
+        # Not listed: panopticapi (COCO panoptic PQ; mmdet imports it). tools/setup_env.sh installs
+        # panopticapi-lite==0.2.0 (cocodataset's code on PyPI) with --no-deps: its metadata pins numpy<2, and a
+        # requirement here would make pip replace numpy 2 with 1.26 (docs/mask2former.md).
     ],
     extras_require={
         'dev': ['pytest', 'transformers>=5.0', 'scikit-learn', 'peft==0.21.2'],

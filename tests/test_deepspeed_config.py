@@ -101,6 +101,23 @@ def test_optim_wrapper_translation():
             ds.to_deepspeed_optim_wrapper(cfg)
 
 
+def test_sgd_is_allowed_under_zero_and_other_untested_optimizers_are_not():
+    """DeepSpeed refuses optimizers outside its tested ZeRO list unless zero_allow_untested_optimizer: allowed for
+    SGD (the linear probe's; elementwise, so partitioning leaves its step unchanged), for no other."""
+    import torch
+    for optimizer, allowed in [(dict(type='SGD', lr=0.1), True), (dict(type=torch.optim.SGD, lr=0.1), True),
+                               (dict(type='AdamW', lr=1e-4), False), (dict(type='LARS', lr=0.1), False)]:
+        cfg = load(TINY.format('upernet_full'))
+        ds.apply_deepspeed_options(cfg, base_strategy('zero1'))
+        cfg.optim_wrapper.optimizer = optimizer
+        ds.to_deepspeed_optim_wrapper(cfg)
+        assert cfg.strategy.get('config', {}).get('zero_allow_untested_optimizer', False) is allowed, optimizer
+    cfg.strategy.config = 'ds_config.json'  # the user's own file: left as written
+    cfg.optim_wrapper.optimizer = dict(type='SGD', lr=0.1)
+    ds.to_deepspeed_optim_wrapper(cfg)
+    assert cfg.strategy.config == 'ds_config.json'
+
+
 def test_fp16_segmentation_losses_are_averaged_outside_fp16():
     cfg = load(TINY.format('upernet_full'))
     assert ds.fp16_safe_segmentation_losses(cfg) == []

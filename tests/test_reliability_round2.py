@@ -55,11 +55,12 @@ def best_record(work):
 def test_resume_at_and_between_validations_with_save_best_is_bit_identical(data, tmp_path):
     options = data_options(data, WITH_VALIDATION)[1:]
     straight = tmp_path / 'straight'
-    log = train_tool(LINEAR, straight, options).stdout
-    scores = [float(m) for m in re.findall(r'Iter\(val\) \[2/2\]\s+aAcc: [\d.]+\s+mIoU: ([\d.]+)', log)]
-    assert len(scores) == 3 and len(set(scores)) == 3, scores  # validations at 2, 4, 5: a best to rank
+    straight_done = train_tool(LINEAR, straight, options, background=True)  # beside the killed run: 1 thread each
     killed = tmp_path / 'killed'
     proc = train_tool(kill_config(tmp_path, LINEAR), killed, options, check=False, pythonpath=tmp_path)
+    log = straight_done().stdout
+    scores = [float(m) for m in re.findall(r'Iter\(val\) \[2/2\]\s+aAcc: [\d.]+\s+mIoU: ([\d.]+)', log)]
+    assert len(scores) == 3 and len(set(scores)) == 3, scores  # validations at 2, 4, 5: a best to rank
     assert proc.returncode != 0 and (killed / 'iter_4.pth').is_file() and not (killed / 'iter_5.pth').exists()
 
     # between two validations: as if killed during iteration 4, before its checkpoint
@@ -73,8 +74,9 @@ def test_resume_at_and_between_validations_with_save_best_is_bit_identical(data,
     partial = killed / f'.partial-{dead_pid()}-iter_5.pth'
     partial.write_bytes(b'\0' * 4096)
 
+    resumes = {work: train_tool(LINEAR, work, options, '--resume', background=True) for work in (killed, between)}
     for work, at in ((killed, 4), (between, 3)):
-        proc = train_tool(LINEAR, work, options, '--resume')
+        proc = resumes[work]()
         out = proc.stdout + proc.stderr
         (tmp_path / f'{work.name}.out').write_text(out)
         assert f'resumed epoch: 0, iter: {at}' in out

@@ -36,7 +36,9 @@ def kill_config(tmp_path, base):
     return config
 
 
-def train(config, work, options, *args, nproc=1, check=True, pythonpath=None):
+def train(config, work, options, *args, nproc=1, check=True, pythonpath=None, background=False):
+    """Runs tools/train.py (or dist_train.sh for nproc > 1); with ``background``, starts it and returns a
+    function that waits for it and returns what a foreground call returns."""
     env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
     if pythonpath:
         env['PYTHONPATH'] = f"{pythonpath}{os.pathsep}{env.get('PYTHONPATH', '')}"
@@ -46,10 +48,19 @@ def train(config, work, options, *args, nproc=1, check=True, pythonpath=None):
         env.update(PORT=str(free_port()), PYTHON=sys.executable)
         cmd = ['bash', os.path.join(ROOT, 'tools', 'dist_train.sh'), str(config), str(nproc)]
     cmd += ['--work-dir', str(work), *map(str, args), '--cfg-options', *options]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f'{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
-    return proc
+    popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait():
+        try:
+            stdout, stderr = popen.communicate(timeout=900)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            raise
+        proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
+        if check and proc.returncode != 0:
+            raise AssertionError(f'{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
+        return proc
+    return wait if background else wait()
 
 
 def differing(a, b):
@@ -63,11 +74,15 @@ def differing(a, b):
 
 def kill_and_resume(tmp_path, base, options, *args, nproc=1, load=load_ckpt, straight=None):
     """``straight``: the work dir of a run of ``base`` with these options that another test already made."""
+    straight_done = None
     if straight is None:
         straight = tmp_path / 'straight'
-        train(base, straight, options, *args, nproc=nproc)
+        # the uninterrupted run beside the killed one: one thread each, the two cores of the test machine
+        straight_done = train(base, straight, options, *args, nproc=nproc, background=True)
     work = tmp_path / 'killed'
     killed = train(kill_config(tmp_path, base), work, options, *args, nproc=nproc, check=False, pythonpath=tmp_path)
+    if straight_done:
+        straight_done()
     assert killed.returncode != 0 and not (work / f'iter_{ITERS}.pth').exists()
     resumed = train(base, work, options, *args, '--resume', nproc=nproc)
     out = resumed.stdout + resumed.stderr
@@ -84,7 +99,12 @@ def ade(ade20k_small):
 def test_segmentation_killed_and_resumed_is_bit_identical(ade, tmp_path):
     options = data_options(ade, SEG)[1:]
     straight, resumed, work = kill_and_resume(tmp_path, FULL, options)
-    assert differing(straight, resumed) == []
+    assert differing(straight, resumed) == []  # weights and AdamW's state, its step counts included
+    assert {int(s['step']) for s in resumed['optimizer']['state'].values()} == {ITERS}  # not restarted at 0
+    assert resumed['param_schedulers'] == straight['param_schedulers']
+    lrs = [g['lr'] for g in resumed['optimizer']['param_groups']]
+    assert lrs == [g['lr'] for g in straight['optimizer']['param_groups']]
+    assert len(set(round(lr, 12) for lr in lrs)) > 3  # layer-wise decay: the groups' rates differ
 
     # the control: the same resume without the saved random states draws other masks
     control = tmp_path / 'control'

@@ -28,11 +28,14 @@ def coco(root, split):
 
 def test_layout(root):
     assert sorted(os.listdir(root)) == ['.complete', '.synthetic_coco', 'annotations', 'train2017', 'val2017']
-    assert sorted(os.listdir(os.path.join(root, 'annotations'))) == ['instances_train2017.json',
-                                                                    'instances_val2017.json']
+    assert sorted(os.listdir(os.path.join(root, 'annotations'))) == [
+        'instances_train2017.json', 'instances_val2017.json', 'panoptic_train2017', 'panoptic_train2017.json',
+        'panoptic_val2017', 'panoptic_val2017.json']
     for split, (folder, _, first_id) in syn.SPLITS.items():
         files = sorted(os.listdir(os.path.join(root, folder)))
         assert files == [f'{first_id + i:012d}.jpg' for i in range(NUM[split])]
+        pngs = sorted(os.listdir(os.path.join(root, syn.PANOPTIC[split][1])))
+        assert pngs == [f.replace('.jpg', '.png') for f in files]
     assert is_complete(root)
     assert read_summary(root)['classes'] == list(CLASS_NAMES)
 
@@ -100,7 +103,7 @@ def test_masks_boxes_areas_and_pixels_agree(root):
 def test_polygon_and_rle_area_match():
     # area is the pixel count of the rasterised polygon, as COCO's own annotations count it
     rng = np.random.default_rng(3)
-    _, objects = syn.render_sample(rng, 128, 128)
+    _, objects, _, _ = syn.render_sample(rng, 128, 128, np.random.default_rng(4))
     for obj in objects:
         rle = mask_utils.merge(mask_utils.frPyObjects(obj['segmentation'], 128, 128))
         assert int(mask_utils.area(rle)) == obj['area']
@@ -109,7 +112,7 @@ def test_polygon_and_rle_area_match():
 def test_deterministic(tmp_path):
     def files(path):
         return {os.path.relpath(os.path.join(d, f), path): open(os.path.join(d, f), 'rb').read()
-                for d, _, fs in os.walk(path) for f in fs if f.endswith('.jpg')}
+                for d, _, fs in os.walk(path) for f in fs if f.endswith(('.jpg', '.png'))}
 
     def anns(path, split='train'):
         with open(os.path.join(path, syn.SPLITS[split][1])) as f:
@@ -122,7 +125,7 @@ def test_deterministic(tmp_path):
     assert files(a) != files(c)
     # image i of a split depends on (seed, split, i) only, not on the size of the set
     fd = files(d)
-    assert len(fd) == 4 and all(fd[k] == files(a)[k] for k in fd)
+    assert len(fd) == 8 and all(fd[k] == files(a)[k] for k in fd)
     assert anns(d) == [x for x in anns(a) if x['image_id'] <= 2]
 
 
@@ -212,7 +215,7 @@ def test_cli(tmp_path, capsys):
     root = str(tmp_path / 'cli')
     cli.main(['--root', root, '--num-train', '3', '--num-val', '2', '--seed', '1', '--quiet'])
     out = capsys.readouterr().out
-    assert root in out and 'crate' in out and 'instances_val2017.json' in out
+    assert root in out and 'crate' in out and 'instances_val2017.json' in out and 'panoptic_val2017.json' in out
     assert is_complete(root)
     with pytest.raises(SystemExit):  # non-empty root without --overwrite
         cli.main(['--root', root, '--quiet'])
@@ -222,3 +225,76 @@ def test_cli(tmp_path, capsys):
     with pytest.raises(SystemExit):  # a usage error, not a traceback
         cli.main(['--root', str(a_file), '--quiet'])
     assert 'is not a directory' in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the panoptic layout of the same images
+
+
+@pytest.mark.parametrize('split', ['train', 'val'])
+def test_panoptic_layout_agrees_with_the_instances_and_every_pixel(root, split):
+    from panopticapi.utils import rgb2id
+    with open(os.path.join(root, syn.PANOPTIC[split][0])) as f:
+        panoptic = json.load(f)
+    with open(os.path.join(root, syn.SPLITS[split][1])) as f:
+        instances = json.load(f)
+    assert panoptic['images'] == instances['images']
+    cats = {c['id']: c for c in panoptic['categories']}
+    assert [c['name'] for c in panoptic['categories']] == list(syn.PANOPTIC_CLASSES)  # things first, as mmdet needs
+    assert [c['isthing'] for c in panoptic['categories']] == [1] * 4 + [0] * 3
+    api = coco(root, split)
+    images = {img['id']: img for img in panoptic['images']}
+    stuff_seen = set()
+    for ann in panoptic['annotations']:
+        img = images[ann['image_id']]
+        assert ann['file_name'] == img['file_name'].replace('.jpg', '.png')
+        with Image.open(os.path.join(root, syn.PANOPTIC[split][1], ann['file_name'])) as im:
+            assert im.mode == 'RGB' and im.size == (img['width'], img['height'])
+            ids = rgb2id(np.asarray(im, dtype=np.uint32))
+        # every pixel is in exactly one listed segment (no VOID), with its area and box
+        assert sorted(np.unique(ids).tolist()) == sorted(s['id'] for s in ann['segments_info'])
+        for seg in ann['segments_info']:
+            mask = ids == seg['id']
+            ys, xs = np.nonzero(mask)
+            assert seg['area'] == mask.sum() and seg['iscrowd'] == 0
+            assert seg['bbox'] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+            if cats[seg['category_id']]['isthing']:
+                # the thing is the instance annotation's object, pixel for pixel
+                inst = api.loadAnns(ann['image_id'] * 100 + seg['id'] - 1)[0]
+                assert inst['category_id'] == seg['category_id']
+                assert np.array_equal(api.annToMask(inst).astype(bool), mask)
+            else:
+                stuff_seen.add(cats[seg['category_id']]['name'])
+        things = [s for s in ann['segments_info'] if cats[s['category_id']]['isthing']]
+        assert len(things) == len(api.getAnnIds(imgIds=ann['image_id']))
+    assert stuff_seen == set(syn.STUFF_NAMES)
+
+
+def test_panopticapi_scores_the_ground_truth_against_itself_pq_1(root, capsys):
+    from panopticapi.evaluation import pq_compute
+    gt_json, gt_folder = (os.path.join(root, p) for p in syn.PANOPTIC['train'])
+    result = pq_compute(gt_json, gt_json, gt_folder, gt_folder)
+    for name, n in (('All', 7), ('Things', 4), ('Stuff', 3)):
+        assert result[name]['pq'] == pytest.approx(1.0) and result[name]['n'] == n
+
+
+def test_mmdet_coco_panoptic_dataset_reads_it(root):
+    from mmdet.datasets import CocoPanopticDataset
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    ds = CocoPanopticDataset(
+        data_root=root, ann_file=syn.PANOPTIC['val'][0], test_mode=True,
+        data_prefix=dict(img='val2017/', seg=syn.PANOPTIC['val'][1] + '/'),
+        metainfo=dict(classes=syn.PANOPTIC_CLASSES, thing_classes=CLASS_NAMES, stuff_classes=syn.STUFF_NAMES),
+        pipeline=[dict(type='LoadImageFromFile'),
+                  dict(type='LoadPanopticAnnotations', with_bbox=True, with_mask=True, with_seg=True),
+                  dict(type='PackDetInputs')])
+    assert len(ds) == NUM['val']
+    api = coco(root, 'val')
+    for i in range(len(ds)):
+        sample = ds[i]['data_samples']
+        gt, sem = sample.gt_instances, sample.gt_sem_seg.sem_seg[0].numpy()
+        # the things, as many as the image's instances; stuff labels after the 4 things; no VOID (255)
+        assert len(gt) == len(api.getAnnIds(imgIds=sample.img_id)) and set(gt.labels.tolist()) <= set(range(4))
+        assert set(np.unique(sem).tolist()) <= set(range(7)) and (sem >= 4).any()
+        for mask, label in zip(gt.masks.masks, gt.labels.tolist()):
+            assert (sem[mask.astype(bool)] == label).all()

@@ -154,3 +154,21 @@ def test_training_fills_the_backbone_from_its_checkpoint_without_random_init(dat
     assert set(weights) == {k[len('backbone.'):] for k in trained if k.startswith('backbone.')}
     # frozen: trained one iteration, the backbone is the file's, bit for bit
     assert all(torch.equal(trained[f'backbone.{k}'], v) for k, v in weights.items())
+
+
+def test_training_from_load_from_and_resume_never_random_inits_the_backbone(data_root, tmp_path, monkeypatch):
+    """Issue 19: load_from / --resume with a backbone without a pretrained init_cfg: the InternViT is built on the
+    meta device and filled from the training checkpoint the run loads (no random init, which at 6B is minutes)."""
+    saved = save_training_checkpoint(LINEAR, tmp_path / 'start.pth')  # random weights (before the patch)
+    monkeypatch.setattr(InternViT, '_random_init', _refuse)
+    run = ['--work-dir', str(tmp_path / 'work'), *data_options(data_root), 'default_hooks.checkpoint.interval=1',
+           'val_dataloader=None', 'val_cfg=None', 'val_evaluator=None', 'train_dataloader.batch_size=1']
+    load_tool('train').main([LINEAR, *run, 'train_cfg.max_iters=1', f'load_from={tmp_path}/start.pth'])
+    trained = torch.load(tmp_path / 'work' / 'iter_1.pth', map_location='cpu', weights_only=False)['state_dict']
+    backbone = [k for k in saved if k.startswith('backbone.')]
+    assert backbone and all(torch.equal(trained[k], saved[k]) for k in backbone)  # frozen: the file's, bit for bit
+    assert not torch.equal(trained['decode_head.conv_seg.weight'], saved['decode_head.conv_seg.weight'])  # trained
+
+    load_tool('train').main([LINEAR, *run, 'train_cfg.max_iters=2', '--resume'])
+    resumed = torch.load(tmp_path / 'work' / 'iter_2.pth', map_location='cpu', weights_only=False)
+    assert resumed['meta']['iter'] == 2 and all(torch.equal(resumed['state_dict'][k], saved[k]) for k in backbone)

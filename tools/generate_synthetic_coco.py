@@ -5,7 +5,10 @@
 Point mmdet's ``CocoDataset`` at ``--root`` (``data_root``) with its usual
 ``annotations/instances_{train,val}2017.json`` and ``{train,val}2017/`` and
 ``metainfo=dict(classes=('ball', 'crate', 'cone', 'gem'))``, as
-configs/_base_/datasets/synthetic_coco.py does. See
+configs/_base_/datasets/synthetic_coco.py does. The same images' panoptic layout (things and the
+stuff classes sky, wall, floor) is in ``annotations/panoptic_{train,val}2017.json`` and its PNG
+folders, for mmdet's ``CocoPanopticDataset``
+(configs/mask2former/tiny/tiny_adapter_mask2former_panoptic_synthetic.py). See
 internvit_dense/datasets/synthetic_coco.py for what the images contain.
 """
 import argparse

@@ -182,6 +182,17 @@ else
     "${PIP[@]}" install --no-build-isolation -e "$ROOT[$EXTRAS]"
 fi
 
+# panopticapi (COCO panoptic PQ: mmdet's CocoPanopticMetric and LoadPanopticAnnotations import it; the synthetic COCO
+# set writes its PNGs with it). cocodataset's panopticapi is not on PyPI; panopticapi-lite 0.2.0 is its code unchanged
+# under the same module name. It cannot be a setup.py requirement: its metadata pins numpy<2 (and asks for
+# scikit-image and matplotlib it never imports), so pip would downgrade this environment's numpy 2; its code runs on
+# numpy 2. --no-deps installs the code alone. Offline, its wheel comes with the wheelhouse's (installed above).
+if ! "$PY" -c "import panopticapi.evaluation" 2>/dev/null; then
+    [ -z "$WHEELHOUSE" ] || die "offline (WHEELHOUSE) and panopticapi is not importable: add panopticapi_lite-0.2.0-py3-none-any.whl to $WHEELHOUSE (docs/gpu.md)"
+    step "installing panopticapi-lite 0.2.0 (--no-deps)"
+    "${PIP[@]}" install --no-deps "panopticapi-lite==0.2.0"
+fi
+
 NO_CUDA_OPS_LINE="$NO_CUDA_OPS_LINE" "$PY" - <<'PY'
 import os
 import mmcv, mmengine, mmseg, mmdet, timm, torch

@@ -1,6 +1,6 @@
 # Frozen InternViT-6B + ViT-Adapter + mmdet's Mask2Former, COCO panoptic segmentation (80 things + 53 stuff; PQ
-# through mmdet's CocoPanopticMetric, which imports panopticapi: pip install --no-deps panopticapi-lite==0.2.0, the
-# same package as cocodataset's git-only one; --no-deps because its metadata pins numpy<2, its code runs on numpy 2).
+# through mmdet's CocoPanopticMetric, which imports panopticapi: tools/setup_env.sh installs panopticapi-lite==0.2.0,
+# cocodataset's git-only code on PyPI, with --no-deps because its metadata pins numpy<2; its code runs on numpy 2).
 # ViT-Adapter's detection/configs/mask2former/mask2former_beitv2_adapter_large_16x1_3x_coco-panoptic.py (BEiTv2-L:
 # PQ 58.4): decoder 256 wide, 100 queries, AdamW 1e-4, weight decay 0.05, clip_grad 0.01, 3x; the data pipeline
 # and evaluators of mmdet 3.x's configs/mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py.

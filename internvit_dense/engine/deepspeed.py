@@ -163,10 +163,29 @@ def to_deepspeed_optim_wrapper(cfg: Config) -> None:
     if counts != 1:
         _move(strategy, 'gradient_accumulation_steps', int(counts), 'optim_wrapper.accumulative_counts')
 
+    allow_elementwise_optimizer(strategy, wrapper.optimizer)
+
     unknown = sorted(set(wrapper) - {'type', 'optimizer', 'constructor', 'paramwise_cfg'})
     if unknown:
         raise ValueError(f'{OPTIM_WRAPPER_TYPE} takes no {unknown}; remove them from optim_wrapper')
     wrapper.type = OPTIM_WRAPPER_TYPE
+
+
+# torch optimizers whose update of each element reads that element's gradient and state only: ZeRO's flattening
+# and partitioning of the parameters leaves their step unchanged, though DeepSpeed lists only Adam(W) and
+# Adagrad as tested (optimizers with per-tensor quantities, LAMB's or LARS's trust ratio, stay refused)
+ELEMENTWISE_OPTIMIZERS = ('SGD',)
+
+
+def allow_elementwise_optimizer(strategy: dict, optimizer: dict) -> None:
+    """DeepSpeed refuses every optimizer outside its tested list under ZeRO ('untested ZeRO Optimizer') unless
+    ``zero_allow_untested_optimizer``: set for the elementwise ones (the linear probe's SGD)."""
+    kind = optimizer.get('type')
+    name = kind if isinstance(kind, str) else getattr(kind, '__name__', '')
+    if name.rpartition('.')[2] in ELEMENTWISE_OPTIMIZERS:
+        config = strategy.setdefault('config', ConfigDict())
+        if isinstance(config, dict):  # a JSON file's path is the user's to complete (DeepSpeed's message says how)
+            config.setdefault('zero_allow_untested_optimizer', True)
 
 
 def _move(strategy: dict, key: str, value, source: str) -> None:

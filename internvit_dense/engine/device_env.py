@@ -1,7 +1,7 @@
 """What the machine's GPU software stack can run, checked when a tool starts, so that a broken stack
 says so in one line instead of failing deep inside a kernel or quietly training on the CPU.
 
-- :func:`guard_deepspeed_import`: on a GPU host without the CUDA toolkit, ``import deepspeed`` raises
+- :func:`guard_deepspeed_import` (DeepSpeed imported on first use) and :func:`load_deepspeed`: on a GPU host without the CUDA toolkit, ``import deepspeed`` raises
   (DeepSpeed's op builders ask for the CUDA version: ``MissingCUDAException: CUDA_HOME does not exist``),
   and mmengine, which imports DeepSpeed with its runner module (``mmengine/_strategy/deepspeed.py``),
   catches only ``ImportError``. The guard turns any such failure into DeepSpeed being absent for mmengine, so every
@@ -13,11 +13,13 @@ says so in one line instead of failing deep inside a kernel or quietly training 
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
+import types
 from typing import List, Optional, Tuple
 
 import torch
@@ -26,22 +28,64 @@ import torch
 _deepspeed_error: List[BaseException] = []
 
 
-def guard_deepspeed_import() -> Optional[BaseException]:
-    """Imports DeepSpeed once; if that fails with anything but ImportError, removes what it left in
-    ``sys.modules`` and blocks it (``sys.modules['deepspeed'] = None``: every later ``import deepspeed``
-    raises ImportError, which mmengine treats as "not installed"). Returns the error, if any.
+class _DeferredDeepSpeed(types.ModuleType):
+    """Stands in ``sys.modules['deepspeed']`` until something reads from DeepSpeed: then imports it for real and
+    hands over. A LazyLoader module would not do: mmengine's registries call ``inspect.getmodule``, which reads
+    ``__file__`` of every module in ``sys.modules``, and a LazyLoader module imports itself on any read."""
 
-    Must run before ``mmengine.runner`` is imported (``internvit_dense.engine`` calls it first thing),
-    which imports DeepSpeed through mmengine's DeepSpeed strategy.
+    _loads_on = ('__path__', '__version__', '__all__')  # submodule imports, version checks, star imports
+
+    def __getattr__(self, name):  # only for what the stand-in lacks: DeepSpeed's own names
+        if name.startswith('__') and name.endswith('__') and name not in self._loads_on:
+            raise AttributeError(name)  # probes of module metadata (copy, pickle, inspect) need no DeepSpeed
+        error = load_deepspeed()
+        if error is not None:
+            raise ImportError(f'DeepSpeed cannot be imported: {type(error).__name__}: {error}') from error
+        real = sys.modules.get('deepspeed')
+        if real is None or real is self:
+            raise ImportError('DeepSpeed is not installed')
+        return getattr(real, name)
+
+
+def guard_deepspeed_import() -> Optional[BaseException]:
+    """Defers ``import deepspeed``: a stand-in module is registered, and DeepSpeed runs its import (op builders,
+    transformers, torch._dynamo: seconds per process) only when something first reads from it.
+
+    mmengine imports DeepSpeed with its runner (``mmengine/_strategy/deepspeed.py``) but reads from it only in
+    a DeepSpeed run, so a run without DeepSpeed never pays for it, nor fails on a DeepSpeed that cannot be
+    imported (a GPU host without the CUDA toolkit raises ``MissingCUDAException``, which mmengine's
+    ``except ImportError`` does not catch). A DeepSpeed run calls :func:`deepspeed_unavailable` first, which
+    imports it for real. Must run before ``mmengine.runner`` is imported (``internvit_dense.engine`` calls it
+    first thing). Returns the recorded import error, if any.
     """
     if _deepspeed_error:
         return _deepspeed_error[0]
-    if 'deepspeed' in sys.modules:  # imported already (fine), or blocked already (None)
+    if 'deepspeed' in sys.modules:  # imported already (fine), deferred already, or blocked (None)
         return None
+    try:
+        spec = importlib.util.find_spec('deepspeed')
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return None  # not installed: mmengine handles that itself
+    stand_in = _DeferredDeepSpeed('deepspeed')
+    stand_in.__spec__, stand_in.__loader__, stand_in.__file__ = spec, spec.loader, spec.origin
+    sys.modules['deepspeed'] = stand_in
+    return None
+
+
+def load_deepspeed() -> Optional[BaseException]:
+    """Imports DeepSpeed for real. If that fails with anything but ImportError, removes what it left in
+    ``sys.modules`` and blocks it (``sys.modules['deepspeed'] = None``: every later ``import deepspeed``
+    raises ImportError, which mmengine treats as "not installed"). Returns the error, if any."""
+    if _deepspeed_error:
+        return _deepspeed_error[0]
+    if isinstance(sys.modules.get('deepspeed'), _DeferredDeepSpeed):
+        del sys.modules['deepspeed']  # the stand-in stays with whoever imported it, and forwards to the real one
     try:
         import deepspeed  # noqa: F401
     except ImportError:
-        return None  # not installed: mmengine handles that itself
+        return None  # not installed: mmengine and the callers say so themselves
     except Exception as e:  # MissingCUDAException, OSError, RuntimeError ... from DeepSpeed's op builders
         for name in [n for n in sys.modules if n == 'deepspeed' or n.startswith('deepspeed.')]:
             del sys.modules[name]
@@ -53,6 +97,7 @@ def guard_deepspeed_import() -> Optional[BaseException]:
 
 def deepspeed_unavailable() -> Optional[str]:
     """The one line a DeepSpeed run stops with when DeepSpeed cannot be imported here, else None."""
+    load_deepspeed()
     if not _deepspeed_error:
         return None
     e = _deepspeed_error[0]

@@ -146,7 +146,9 @@ def train(cfg: Config, config_path: str, resume: Optional[str] = None, deepspeed
             stop_if_it_cannot_fit(cfg, config_path)  # CUDA machines only: before the model is built
         add_safety_hooks(cfg)
         # Runner builds the model in its constructor, FlexibleRunner in train(): both inside
-        with backbones_from_pretrained():
+        # and, with load_from / --resume (one file), from the training checkpoint loaded over the model
+        load_from = cfg.get('load_from')
+        with backbones_from_pretrained(trained=load_from if load_from and osp.isfile(load_from) else None):
             if 'runner_type' in cfg:
                 runner = RUNNERS.build(cfg)
             elif deepspeed:

@@ -66,24 +66,46 @@ def _task(model) -> str:
     if hasattr(model, 'rpn_head') and hasattr(model, 'roi_head'):
         return 'detection'
     if hasattr(model, 'decode_head'):
+        if hasattr(model.decode_head, 'num_queries'):  # mmseg's Mask2FormerHead: learns from instances of the label map
+            return 'mask2former'
         # depth heads (models/depth) carry a depth range; they learn from gt_depth_map, not gt_sem_seg
         return 'depth' if hasattr(model.decode_head, 'max_depth') else 'segmentation'
     return 'classification'
+
+
+def mask2former_instances(model) -> int:
+    """Ground-truth instances per image the plan gives a Mask2Former head: every class of the data set in every
+    image, the most mmseg's label-to-instance conversion (one instance per class present) can make."""
+    return model.decode_head.num_classes
+
+
+def _label_map_with_every_class(classes: int, h: int, w: int) -> torch.Tensor:
+    """A real (1, h, w) label map in which each of ``classes`` classes holds a band: its values are known, so
+    mmseg's ``torch.unique`` and what follows run on them on fake tensors too (``trace.ValueFreeOps``)."""
+    from torch.utils._python_dispatch import _disable_current_modes
+    if classes > h * w:
+        raise ValueError(f'memory plan: {classes} classes do not fit a {h} x {w} label map')
+    with _disable_current_modes():  # real, not fake: built inside the plan's fake-tensor mode
+        return (torch.arange(h * w) * classes // (h * w)).view(1, h, w)
 
 
 def _step_function(model, batch: int, size: Tuple[int, int], dtype: torch.dtype, cfg):
     """The forward of a training step as the runner calls it, on fake inputs; returns the loss."""
     h, w = size
     task = _task(model)
+    # Mask2Former: the worst case of the matcher and point sampling is every class present (see mask2former_instances)
+    labels = _label_map_with_every_class(mask2former_instances(model), h, w) if task == 'mask2former' else None
 
     def run():
-        inputs = torch.empty(batch, 3, h, w, dtype=dtype)
-        if task in ('segmentation', 'depth'):
+        # zeros, not empty: a real step (memory_plan/validate.py) must be finite, a NaN stops scipy's matcher
+        inputs = torch.zeros(batch, 3, h, w, dtype=dtype)
+        if task in ('segmentation', 'depth', 'mask2former'):
             from mmengine.structures import PixelData
             from mmseg.structures import SegDataSample
             samples = []
             for _ in range(batch):
                 gt = (dict(gt_depth_map=PixelData(data=torch.ones(1, h, w, dtype=dtype))) if task == 'depth' else
+                      dict(gt_sem_seg=PixelData(data=labels)) if task == 'mask2former' else
                       dict(gt_sem_seg=PixelData(data=torch.zeros(1, h, w, dtype=torch.long))))
                 s = SegDataSample(**gt)
                 s.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
@@ -322,6 +344,13 @@ def plan_config(cfg, gpus: int = 8, gpu_memory_gb: float = 80, batch_size: Optio
     plan = Plan(config=name or cfg.filename, runner=runner, batch_size=batch, input_size=size,
                 gpu_memory=gpu_memory_gb * GiB, census=c, states=states, step=step,
                 deepspeed_estimate=deepspeed_estimate(model, runner))
+    if _task(model) == 'mask2former':
+        head = model.decode_head
+        k = mask2former_instances(model)
+        plan.notes.append(f'Mask2Former planned with {k} ground-truth masks per image (every class present, the most '
+                          f'mmseg\'s label-to-instance conversion makes), {min(k, head.num_queries)} of '
+                          f'{head.num_queries} queries matched (the Hungarian matcher\'s pairs by shape, not by cost), '
+                          f'{head.num_points} points per mask: fewer classes per image need less')
     if target == 'cuda' and _task(model) == 'detection':
         plan.notes.append('RoI heads traced on the sampled RoI count of train_cfg.rcnn.sampler (num, pos_fraction); '
                           'RoI sampling and RoIAlign are not run')

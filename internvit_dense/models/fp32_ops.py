@@ -114,14 +114,23 @@ class Fp32MultiScaleDeformableAttention(MultiScaleDeformableAttention):
         return self.dropout(output) + identity
 
 
+def encoding_in_dtype_of(encoding: torch.nn.Module, weight: Callable[[], torch.Tensor]) -> None:
+    """Casts what ``encoding`` (mmdet's ``SinePositionalEncoding``: no weights, always fp32) returns to the dtype of
+    ``weight()``, looked up at each call. A model cast whole to bf16 (DeepSpeed bf16) otherwise adds the fp32
+    encoding to bf16 features and feeds the fp32 sum to a bf16 ``Linear``; fp32 weights (autocast) keep fp32."""
+    encoding.register_forward_hook(lambda module, args, out: out.to(weight().dtype))
+
+
 @SEG_MODELS.register_module()
 @DET_MODELS.register_module()
 class Fp32MSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
     """mmdet's Mask2Former pixel decoder (same config keys, same checkpoint keys) whose deformable attention
-    samples in fp32 when its inputs are bf16 (:class:`Fp32MultiScaleDeformableAttention`)."""
+    samples in fp32 when its inputs are bf16 (:class:`Fp32MultiScaleDeformableAttention`), and whose position
+    encoding has the dtype of its weights (:func:`encoding_in_dtype_of`)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        encoding_in_dtype_of(self.postional_encoding, lambda: self.level_encoding.weight)  # (mmdet's spelling)
         # mmdet's encoder layer builds mmcv's class by name (no registry): the subclass, which adds no state,
         # takes its place on the built modules.
         for module in self.modules():

@@ -29,7 +29,7 @@ from mmengine.model import BaseModule
 from timm.layers import (DropPath, LayerNormFp32, LayerScale, Mlp, PatchEmbed, RmsNormFp32, resample_abs_pos_embed,
                          resample_patch_embed, trunc_normal_)
 
-from internvit_dense.checkpoint import CheckpointError, assign_tensor, open_checkpoint
+from internvit_dense.checkpoint import CheckpointError, assign_tensor, open_checkpoint, torch_load
 
 from ..registry import DET_MODELS, ENGINE_MODELS, SEG_MODELS
 
@@ -336,21 +336,32 @@ def backbones_on_meta():
 
 
 _FILL_FROM_PRETRAINED: List[bool] = [False]
+# the training checkpoint a run loads over its model (load_from / --resume): {'path': ..., 'state_dict': ...}
+_TRAINED_CHECKPOINT: List[Optional[dict]] = [None]
 
 
 @contextlib.contextmanager
-def backbones_from_pretrained():
+def backbones_from_pretrained(trained: Optional[str] = None):
     """Every InternViT built inside whose ``init_cfg`` names a checkpoint (``type='Pretrained'``) is built
     on the meta device and filled from that checkpoint right away, tensor by tensor from the memory-mapped
     file, instead of being randomly initialised and overwritten later by ``init_weights``: what training
     does (engine/training.py). At 6B the random init alone is minutes per process and a second copy of
     the weights; loading here, not in ``init_weights``, because mmengine moves the model to its device
-    (and wraps it in DDP) before it calls ``init_weights``, and meta tensors cannot be moved."""
+    (and wraps it in DDP) before it calls ``init_weights``, and meta tensors cannot be moved.
+
+    ``trained``: the training checkpoint (``iter_N.pth``) the run loads over the whole model once it is built
+    (``load_from``, ``--resume``). An InternViT without a pretrained ``init_cfg`` whose every tensor that file
+    holds, under one prefix (``backbone.``), is built on the meta device and filled from the file as well: the
+    values mmengine's load then copies in are the same ones, and the random init they would overwrite never runs.
+    One that the file does not hold whole is built and randomly initialised as before (mmengine's load is not
+    strict)."""
     _FILL_FROM_PRETRAINED.append(True)
+    _TRAINED_CHECKPOINT.append(dict(path=str(trained)) if trained else None)
     try:
         yield
     finally:
         _FILL_FROM_PRETRAINED.pop()
+        _TRAINED_CHECKPOINT.pop()
 
 
 @ENGINE_MODELS.register_module()
@@ -413,11 +424,19 @@ class InternViT(BaseModule):
         self.weight_dtype = resolve_dtype(dtype)
         device = device or _BUILD_DEVICE[-1]
         fill_now = device is None and _FILL_FROM_PRETRAINED[-1] and self._pretrained_checkpoint() is not None
-        if fill_now:
+        # LoRA checkpoints hold the adapters, not the base weights: those come from a pretrained file only
+        trained = _TRAINED_CHECKPOINT[-1] if device is None and not fill_now and not lora else None
+        if fill_now or trained:
             device = 'meta'  # no random init: the checkpoint fills it below
-        with default_dtype(self.weight_dtype), (torch.device(device) if device else contextlib.nullcontext()):
-            self._build(arch, img_size, patch_size, pretrain_size, in_channels, drop_path_rate, layer_scale_init,
-                        out_indices, with_cp, attn_impl, window_size, global_blocks)
+
+        def build(on):
+            with default_dtype(self.weight_dtype), (torch.device(on) if on else contextlib.nullcontext()):
+                self._build(arch, img_size, patch_size, pretrain_size, in_channels, drop_path_rate, layer_scale_init,
+                            out_indices, with_cp, attn_impl, window_size, global_blocks)
+        build(device)
+        from_trained = self._held_by(trained) if trained else None
+        if trained and from_trained is None:
+            build(None)  # the file does not hold this backbone whole: built and randomly initialised as before
         self.frozen = frozen
         if frozen:
             self.requires_grad_(False)
@@ -438,10 +457,33 @@ class InternViT(BaseModule):
             self.lora = attach_lora(self, lora, self.depth, adapters_only=pretrained)
         if fill_now:  # after the adapters: loading maps their names, records the base and initialises them
             self.init_weights()  # marks it initialised: mmengine's init_weights of the model skips it
+        if from_trained is not None:
+            prefix, tensors = from_trained
+            for name, value in tensors.items():
+                assign_tensor(self, name, value)
+            self._is_init = True  # mmengine's init_weights of the model skips it; its load_from copies the same in
+            print_log(f'InternViT: built on the meta device and filled from {trained["path"]} ({prefix}*, '
+                      f'{len(tensors)} tensors), which the run loads over the model', logger='current')
 
     def _pretrained_checkpoint(self) -> Optional[str]:
         init_cfg = self.init_cfg if isinstance(self.init_cfg, dict) else {}
         return init_cfg.get('checkpoint') if init_cfg.get('type') == 'Pretrained' else None
+
+    def _held_by(self, trained: dict) -> Optional[Tuple[str, Dict[str, torch.Tensor]]]:
+        """(prefix, {own name: tensor}) when the training checkpoint ``trained`` holds every tensor of this
+        (meta-built) InternViT under exactly one prefix with its shape, else None."""
+        if 'state_dict' not in trained:  # memory-mapped once for every InternViT of the model
+            state = torch_load(trained['path'])
+            sd = state.get('state_dict', state) if isinstance(state, dict) else {}
+            trained['state_dict'] = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()
+                                     if torch.is_tensor(v)}
+        sd = trained['state_dict']
+        own = self.state_dict(keep_vars=True)
+        prefixes = [k[:-len('pos_embed')] for k in sd if k.endswith('pos_embed')]
+        found = [p for p in prefixes if all(p + n in sd and sd[p + n].shape == t.shape for n, t in own.items())]
+        if len(found) != 1:  # not held, or two backbones of this shape (which is which cannot be told)
+            return None
+        return found[0], {n: sd[found[0] + n] for n in own}
 
     def _build(self, arch, img_size, patch_size, pretrain_size, in_channels, drop_path_rate, layer_scale_init,
                out_indices, with_cp, attn_impl, window_size, global_blocks):

@@ -51,9 +51,11 @@ class LinearProbeHead(nn.Module):
         nn.init.zeros_(self.fc.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Statistics in fp32: under AMP a 6400-d batch variance in fp16 loses the small features.
+        # Statistics in fp32: under AMP a 6400-d batch variance in fp16 loses the small features. In the BatchNorm's
+        # own dtype, which is fp32 except under DeepSpeed bf16/fp16: it casts every module, buffers included
+        # (configs/_base_/deepspeed/zero1_bf16.py), and BatchNorm refuses an input of another dtype than its weights.
         with torch.autocast(device_type=x.device.type, enabled=False):
-            x = self.bn(x.float())
+            x = self.bn(x.to(self.bn.running_mean.dtype))
         return self.fc(x)
 
 
