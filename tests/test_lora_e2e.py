@@ -20,10 +20,10 @@ pytest.importorskip('peft')
 LORA = TINY.format('upernet_lora')
 # LoRA against the same config frozen: the tiny linear config (frozen backbone, BN + 1x1 conv head on block 3) and
 # tiny_linear_lora_synthetic.py, which is that config with adapters, over one pretrained tiny backbone, trained
-# alike. Measured (docs/lora.md): LoRA - frozen = +23.8, +19.6, +13.9 mIoU over randomness.seed 0, 1, 2; the test
-# runs seed 0 and asserts a margin below the smallest.
+# alike. Measured (docs/lora.md): LoRA - frozen = +22.25, +19.40, +18.84 mIoU over randomness.seed 0, 1, 2; the
+# test runs seed 0 and asserts a margin well below the smallest.
 COMPARE_ITERS = 200
-COMPARE_MARGIN = 8.0
+COMPARE_MARGIN = 10.0
 
 
 def with_pretrained(tmp_path, base, vit_path, name):
