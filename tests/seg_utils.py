@@ -10,13 +10,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = 'configs/segmentation/tiny/tiny_{}_synthetic.py'
 
 
-def run_tool(tool, *args, check=True, timeout=900, threads=2):
+def run_tool(tool, *args, check=True, timeout=900, threads=2, background=False):
+    """tools/<tool> in a new interpreter, as a user runs it; with ``background``, starts it and returns a
+    function that waits for it and returns what a foreground call returns (two one-thread runs side by side use
+    the two cores of the test machine)."""
     env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS=str(threads))
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', tool), *map(str, args)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f'{tool} {args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
-    return proc
+    cmd = [sys.executable, os.path.join(ROOT, 'tools', tool), *map(str, args)]
+    popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait():
+        try:
+            stdout, stderr = popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            raise
+        proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
+        if check and proc.returncode != 0:
+            raise AssertionError(f'{tool} {args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
+        return proc
+    return wait if background else wait()
 
 
 def data_options(data_root, extra=()):

@@ -390,7 +390,10 @@ def test_linear_probe_sgd_takes_a_zero1_bf16_step_as_the_plain_one(tmp_path):
                 'default_hooks.checkpoint.save_best=None', 'randomness.seed=0', 'model.init_cfg.type=Pretrained',
                 f'model.init_cfg.checkpoint={tmp_path}/init.pth']
 
-    load_tool('train').main([str(config), '--work-dir', str(tmp_path / 'plain'), '--cfg-options', *options])
+    # in this process: a visualizer of its own (mmengine keeps one instance per name in a process, and an earlier
+    # in-process run's would take this run's scalars into its own work dir)
+    load_tool('train').main([str(config), '--work-dir', str(tmp_path / 'plain'), '--cfg-options', *options,
+                             f'visualizer.name=probe_plain_{tmp_path.name}'])
     train(tmp_path / 'zero1', config, 1, '--deepspeed', 1, '--deepspeed-precision', 'bf16', options=options)
 
     plain_loss, zero_loss = losses(tmp_path / 'plain'), losses(tmp_path / 'zero1')

@@ -32,10 +32,10 @@ def det_options(data_root, extra=()):
                                     *extra])
 
 
-def run(tool, *args):
+def run(tool, *args, background=False):
     # One thread: on 2 cores that other jobs also use, two OpenMP threads made a tiny Mask R-CNN step
     # 10-20x slower (0.6-0.75 s -> 7-15 s), the threads waiting on each other at every small op.
-    return run_tool(tool, *args, threads=1)
+    return run_tool(tool, *args, threads=1, background=background)
 
 
 def coco_metrics(stdout: str) -> dict:
@@ -65,12 +65,14 @@ def untrained_checkpoint(config: str, path) -> None:
 def test_tiny_mask_rcnn_learns_and_tools_report_bbox_and_segm_ap(data_root, tmp_path):
     untrained = tmp_path / 'iter_0.pth'
     untrained_checkpoint(CONFIG, untrained)
-    before = coco_metrics(run('test.py', CONFIG, untrained, '--work-dir', tmp_path / 'work0',
-                                   *det_options(data_root)).stdout)
+    # the untrained model's score, beside the training (one thread each)
+    untrained_test = run('test.py', CONFIG, untrained, '--work-dir', tmp_path / 'work0', *det_options(data_root),
+                         background=True)
 
     work = tmp_path / 'work'
     # evaluation is left to tools/test.py below: none during training (val_begin after the last iteration)
     run('train.py', CONFIG, '--work-dir', work, *det_options(data_root, ['train_cfg.val_begin=1000']))
+    before = coco_metrics(untrained_test().stdout)
     ckpt = open(work / 'last_checkpoint').read().strip()
     assert ckpt.endswith('iter_100.pth')
     proc = run('test.py', CONFIG, ckpt, '--work-dir', work, '--out', tmp_path / 'out', '--show-dir',

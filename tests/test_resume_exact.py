@@ -77,8 +77,12 @@ def kill_and_resume(tmp_path, base, options, *args, nproc=1, load=load_ckpt, str
     straight_done = None
     if straight is None:
         straight = tmp_path / 'straight'
-        # the uninterrupted run beside the killed one: one thread each, the two cores of the test machine
-        straight_done = train(base, straight, options, *args, nproc=nproc, background=True)
+        # the uninterrupted run beside the killed one: one thread each, the two cores of the test machine; not for
+        # DeepSpeed: each single-process run takes a free rendezvous port, and two at once can be handed the same one
+        if '--deepspeed' in args:
+            train(base, straight, options, *args, nproc=nproc)
+        else:
+            straight_done = train(base, straight, options, *args, nproc=nproc, background=True)
     work = tmp_path / 'killed'
     killed = train(kill_config(tmp_path, base), work, options, *args, nproc=nproc, check=False, pythonpath=tmp_path)
     if straight_done:
