@@ -10,12 +10,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = 'configs/segmentation/tiny/tiny_{}_synthetic.py'
 
 
-def run_tool(tool, *args, check=True, timeout=900, threads=2, background=False):
-    """tools/<tool> in a new interpreter, as a user runs it; with ``background``, starts it and returns a
-    function that waits for it and returns what a foreground call returns (two one-thread runs side by side use
-    the two cores of the test machine)."""
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS=str(threads))
-    cmd = [sys.executable, os.path.join(ROOT, 'tools', tool), *map(str, args)]
+def run_command(cmd, env, check=True, timeout=900, background=False, name=None):
+    """Runs ``cmd`` from the checkout; with ``background``, starts it and returns a function that waits for it
+    and returns what a foreground call returns (two one-thread runs side by side use the two cores of the test
+    machine)."""
     popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def wait():
@@ -26,9 +24,17 @@ def run_tool(tool, *args, check=True, timeout=900, threads=2, background=False):
             raise
         proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
         if check and proc.returncode != 0:
-            raise AssertionError(f'{tool} {args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
+            raise AssertionError(f'{name or cmd} failed ({proc.returncode}):\n'
+                                 f'{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
         return proc
     return wait if background else wait()
+
+
+def run_tool(tool, *args, check=True, timeout=900, threads=2, background=False):
+    """tools/<tool> in a new interpreter, as a user runs it (see :func:`run_command` for ``background``)."""
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS=str(threads))
+    cmd = [sys.executable, os.path.join(ROOT, 'tools', tool), *map(str, args)]
+    return run_command(cmd, env, check=check, timeout=timeout, background=background, name=f'{tool} {args}')
 
 
 def data_options(data_root, extra=()):

@@ -102,6 +102,15 @@ def scalars(work):
     return logged
 
 
+def fixed_batch_options(data, iters):
+    """``iters`` iterations on one fixed batch of 2 images at a constant lr, every loss logged, no validation."""
+    return [f'train_dataloader.dataset.data_root={data}', 'train_dataloader.dataset.indices=2',
+            'train_dataloader.batch_size=2', f'train_cfg.max_iters={iters}', f'param_scheduler.0.end={iters}',
+            'param_scheduler.0.start_factor=1.0', f'default_hooks.checkpoint.interval={iters}',
+            'default_hooks.checkpoint.save_best=None', 'default_hooks.logger.interval=1', 'log_processor.window_size=1',
+            'randomness.seed=0', 'val_dataloader=None', 'val_cfg=None', 'val_evaluator=None']
+
+
 def losses(work):
     return [v['loss'] for _, v in sorted(scalars(work).items()) if 'loss' in v]
 
@@ -279,12 +288,7 @@ def test_adapter_bf16_zero1_loss_goes_down(data, tmp_path):
     config.write_text(FIXED_BATCH.format(base=os.path.join(ROOT, TINY.format('adapter_upernet_frozen'))))
     work = tmp_path / 'work'
     iters = 6
-    train(work, config, 1, '--deepspeed', 1, '--deepspeed-precision', 'bf16', options=[
-        f'train_dataloader.dataset.data_root={data}', 'train_dataloader.dataset.indices=2',
-        'train_dataloader.batch_size=2', f'train_cfg.max_iters={iters}', f'param_scheduler.0.end={iters}',
-        'param_scheduler.0.start_factor=1.0', f'default_hooks.checkpoint.interval={iters}',
-        'default_hooks.checkpoint.save_best=None', 'default_hooks.logger.interval=1', 'log_processor.window_size=1',
-        'randomness.seed=0', 'val_dataloader=None', 'val_cfg=None', 'val_evaluator=None'])
+    train(work, config, 1, '--deepspeed', 1, '--deepspeed-precision', 'bf16', options=fixed_batch_options(data, iters))
     got = losses(work)
     print(f'  adapter bf16 ZeRO-1 losses on a fixed batch: {got}')
     assert len(got) == iters
@@ -427,12 +431,8 @@ def test_mask2former_bf16_zero3_loss_goes_down(data, tmp_path):
     config.write_text(FIXED_BATCH.format(base=os.path.join(ROOT, MASK2FORMER_TINY)))
     work = tmp_path / 'work'
     iters = 4
-    train(work, config, 1, '--deepspeed', stage, '--deepspeed-precision', 'bf16', options=[
-        f'train_dataloader.dataset.data_root={data}', 'train_dataloader.dataset.indices=2',
-        'train_dataloader.batch_size=2', f'train_cfg.max_iters={iters}', f'param_scheduler.0.end={iters}',
-        'param_scheduler.0.start_factor=1.0', f'default_hooks.checkpoint.interval={iters}',
-        'default_hooks.checkpoint.save_best=None', 'default_hooks.logger.interval=1', 'log_processor.window_size=1',
-        'randomness.seed=0', 'val_dataloader=None', 'val_cfg=None', 'val_evaluator=None'])
+    train(work, config, 1, '--deepspeed', stage, '--deepspeed-precision', 'bf16',
+          options=fixed_batch_options(data, iters))
     got = losses(work)
     print(f'  Mask2Former bf16 ZeRO-{stage} losses on a fixed batch: {got}')
     assert len(got) == iters and all(map(math.isfinite, got))

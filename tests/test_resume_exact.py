@@ -6,12 +6,11 @@ resume are the masks the straight run drew. Data loading in the main process (nu
 case where the data pipeline and the model share one random stream.
 """
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
-from seg_utils import ROOT, TINY, data_options, load_ckpt, run_tool
+from seg_utils import ROOT, TINY, data_options, load_ckpt, run_command, run_tool
 from test_deepspeed import KILL_HOOK
 
 from internvit_dense.engine.deepspeed import free_port
@@ -37,8 +36,7 @@ def kill_config(tmp_path, base):
 
 
 def train(config, work, options, *args, nproc=1, check=True, pythonpath=None, background=False):
-    """Runs tools/train.py (or dist_train.sh for nproc > 1); with ``background``, starts it and returns a
-    function that waits for it and returns what a foreground call returns."""
+    """Runs tools/train.py (or dist_train.sh for nproc > 1), in the background too (seg_utils.run_command)."""
     env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
     if pythonpath:
         env['PYTHONPATH'] = f"{pythonpath}{os.pathsep}{env.get('PYTHONPATH', '')}"
@@ -48,19 +46,7 @@ def train(config, work, options, *args, nproc=1, check=True, pythonpath=None, ba
         env.update(PORT=str(free_port()), PYTHON=sys.executable)
         cmd = ['bash', os.path.join(ROOT, 'tools', 'dist_train.sh'), str(config), str(nproc)]
     cmd += ['--work-dir', str(work), *map(str, args), '--cfg-options', *options]
-    popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def wait():
-        try:
-            stdout, stderr = popen.communicate(timeout=900)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            raise
-        proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
-        if check and proc.returncode != 0:
-            raise AssertionError(f'{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
-        return proc
-    return wait if background else wait()
+    return run_command(cmd, env, check=check, background=background)
 
 
 def differing(a, b):
