@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import torch
+from tool_server import tool_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = 'configs/segmentation/tiny/tiny_{}_synthetic.py'
@@ -13,16 +14,25 @@ TINY = 'configs/segmentation/tiny/tiny_{}_synthetic.py'
 def run_command(cmd, env, check=True, timeout=900, background=False, name=None):
     """Runs ``cmd`` from the checkout; with ``background``, starts it and returns a function that waits for it
     and returns what a foreground call returns (two one-thread runs side by side use the two cores of the test
-    machine)."""
-    popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    machine). ``python SCRIPT ARGS`` runs as a fork of the test run's warm interpreter where that is the same as
+    a new one (tests/tool_server.py: a tool's start is mostly imports); everything else in a new process."""
+    server = tool_server()
+    if server is not None and server.accepts(cmd, env):
+        run = server.start(cmd, ROOT, env)
+        finish = run.wait
+    else:
+        popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        def finish(timeout):
+            try:
+                stdout, stderr = popen.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                raise
+            return subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
 
     def wait():
-        try:
-            stdout, stderr = popen.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            raise
-        proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
+        proc = finish(timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f'{name or cmd} failed ({proc.returncode}):\n'
                                  f'{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')

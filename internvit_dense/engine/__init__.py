@@ -1,8 +1,11 @@
 # First, before mmengine.runner loads: it imports DeepSpeed (mmengine/_strategy/deepspeed.py) catching
 # only ImportError, so a DeepSpeed that fails otherwise (no CUDA toolkit on a GPU host) would stop every tool
 from .device_env import guard_deepspeed_import
+from .deferred_optimizers import defer_transformers_optimizers
 
 guard_deepspeed_import()
+# and mmengine.optim would import all of transformers (and peft) to register one optimizer: seconds per tool start
+defer_transformers_optimizers()
 
 from . import fileio  # noqa: F401,E402  registers the atomic local file backend
 from .hooks import SafeCheckpointHook, StopOnNonFiniteLoss  # noqa: E402
