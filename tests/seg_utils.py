@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import torch
-from tool_server import tool_server
+from tool_server import RUNS, tool_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = 'configs/segmentation/tiny/tiny_{}_synthetic.py'
@@ -20,7 +20,9 @@ def run_command(cmd, env, check=True, timeout=900, background=False, name=None):
     if server is not None and server.accepts(cmd, env):
         run = server.start(cmd, ROOT, env)
         finish = run.wait
+        RUNS['forked'] += 1
     else:
+        RUNS['new'] += 1
         popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
         def finish(timeout):

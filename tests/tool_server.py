@@ -10,7 +10,7 @@ takes the run's cwd, environment, argv, thread count and output files and runs t
 ``subprocess.CompletedProcess``.
 
 What a fork cannot give, the caller keeps a new interpreter for (``seg_utils.run_command`` decides): any
-environment other than the server's own apart from the thread variables (PYTHONPATH, HF_*, CUDA_*, ports:
+environment other than the server's own apart from the thread variables and pytest's own (PYTHONPATH, HF_*, CUDA_*, ports:
 variables read at interpreter start or at import), commands other than ``python SCRIPT ARGS``.
 """
 import array
@@ -26,8 +26,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# what a fork may differ in from the server's environment: read by the child itself (torch.set_num_threads)
-THREAD_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'PYTHONUNBUFFERED')
+# what a run's environment may differ in from the server's: read by the child itself (torch.set_num_threads), or
+# not read at start (pytest's name of the running test); the child's os.environ is the run's in any case
+FORK_SAFE_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'PYTHONUNBUFFERED', 'PYTEST_CURRENT_TEST')
 # the environment at collection, before any test changes it: the server's
 BASE_ENV = dict(os.environ, PYTHONUNBUFFERED='1')
 
@@ -164,7 +165,7 @@ class ToolServer:
         if len(cmd) < 2 or cmd[0] != sys.executable or not str(cmd[1]).endswith('.py') or self.proc.poll() is not None:
             return False
         differ = {k for k in set(env) | set(self.env) if env.get(k) != self.env.get(k)}
-        return differ <= set(THREAD_VARS)
+        return differ <= set(FORK_SAFE_VARS)
 
     def start(self, cmd, cwd, env):
         """Starts ``cmd`` (``python SCRIPT ARGS``); returns a handle with ``pid``, ``kill()`` and
@@ -220,6 +221,7 @@ class _Run:
 
 
 _server = []
+RUNS = dict(forked=0, new=0)  # how the test run's tool runs ran (tests/conftest.py prints it)
 
 
 def tool_server():
