@@ -169,7 +169,8 @@ def linear_frozen_fp32_run(tmp_path_factory, ade20k_learn):
 
 
 def pytest_terminal_summary(terminalreporter):
-    from tool_server import RUNS
+    from tool_server import REFUSED, RUNS
     if sum(RUNS.values()):
         terminalreporter.write_line(f"tool runs through seg_utils.run_command: {RUNS['forked']} forked from the warm "
-                                    f"interpreter (tests/tool_server.py), {RUNS['new']} in new interpreters")
+                                    f"interpreter (tests/tool_server.py), {RUNS['new']} in new interpreters "
+                                    f"(environment differing in: {REFUSED or 'none'})")

@@ -1,20 +1,26 @@
 """benchmarks/backbone_speed.py end to end on its tiny --quick configuration."""
 import json
+import os
 import os.path as osp
 import re
-import subprocess
 import sys
 
 import pytest
+from seg_utils import run_command
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 NUMBER = r'(\d+(?:\.\d+)?)'
 
 
+def bench(script, *args, timeout):
+    """benchmarks/<script> as a user runs it (seg_utils.run_command; its status is checked by the caller)."""
+    cmd = [sys.executable, osp.join(ROOT, 'benchmarks', script), *map(str, args)]
+    return run_command(cmd, dict(os.environ, PYTHONUNBUFFERED='1'), check=False, timeout=timeout)
+
+
 def test_quick_benchmark_reports_both_implementations(tmp_path):
     out_json = tmp_path / 'bench.json'
-    proc = subprocess.run([sys.executable, osp.join(ROOT, 'benchmarks', 'backbone_speed.py'), '--quick',
-                           '--json', str(out_json)], capture_output=True, text=True, cwd=ROOT, timeout=180)
+    proc = bench('backbone_speed.py', '--quick', '--json', out_json, timeout=180)
     assert proc.returncode == 0, f'benchmark failed:\n{proc.stdout}\n{proc.stderr}'
     out = proc.stdout
     assert 'SUMMARY' in out, out
@@ -38,10 +44,8 @@ def test_quick_benchmark_reports_both_implementations(tmp_path):
 
 def test_quick_linear_probe_benchmark_prints_what_it_measured(tmp_path):
     out_json = tmp_path / 'lp.json'
-    proc = subprocess.run([sys.executable, osp.join(ROOT, 'benchmarks', 'linear_probe.py'), '--quick',
-                           '--backbone', 'tiny', '--backbone-images', '32', '--backbone-batch', '16',
-                           '--threads', '1', '--json', str(out_json)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    proc = bench('linear_probe.py', '--quick', '--backbone', 'tiny', '--backbone-images', '32', '--backbone-batch',
+                 '16', '--threads', '1', '--json', out_json, timeout=300)
     assert proc.returncode == 0, f'benchmark failed:\n{proc.stdout}\n{proc.stderr}'
     out = proc.stdout
     record = json.loads(out_json.read_text())
@@ -60,9 +64,7 @@ def test_quick_linear_probe_benchmark_prints_what_it_measured(tmp_path):
 
 def test_quick_encoder_extract_benchmark_prints_what_it_measured(tmp_path):
     out_json = tmp_path / 'enc.json'
-    proc = subprocess.run([sys.executable, osp.join(ROOT, 'benchmarks', 'encoder_extract.py'), '--quick',
-                           '--threads', '1', '--json', str(out_json)], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300)
+    proc = bench('encoder_extract.py', '--quick', '--threads', '1', '--json', out_json, timeout=300)
     assert proc.returncode == 0, f'benchmark failed:\n{proc.stdout}\n{proc.stderr}'
     out, record = proc.stdout, json.loads(out_json.read_text())
     ratio = re.search(rf'extract images/s: InternViT-300M \(ours\) / timm \S+ = {NUMBER}x', out)

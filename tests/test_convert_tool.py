@@ -1,20 +1,18 @@
 import json
-import subprocess
+import os
 import sys
 
 import pytest
 import torch
 from conftest import TINY_300M, tiny_vit
-from seg_utils import ROOT
+from seg_utils import ROOT, run_command
 
 from internvit_dense.checkpoint import load_state_dict, save_checkpoint
 
 
 def convert(*args):
-    proc = subprocess.run([sys.executable, f'{ROOT}/tools/convert_checkpoint.py', *map(str, args)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    cmd = [sys.executable, f'{ROOT}/tools/convert_checkpoint.py', *map(str, args)]
+    return run_command(cmd, dict(os.environ, PYTHONUNBUFFERED='1'), name=f'convert_checkpoint {args}').stdout
 
 
 def test_convert_through_every_format(tmp_path):

@@ -27,8 +27,12 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # what a run's environment may differ in from the server's: read by the child itself (torch.set_num_threads), or
-# not read at start (pytest's name of the running test); the child's os.environ is the run's in any case
-FORK_SAFE_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'PYTHONUNBUFFERED', 'PYTEST_CURRENT_TEST')
+# not read before a run starts (pytest's name of the running test, the launch scripts' interpreter and port,
+# torch.distributed's rendezvous, which an in-process DeepSpeed run of a test leaves in os.environ); the child's
+# os.environ is the run's in any case
+FORK_SAFE_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'PYTHONUNBUFFERED', 'PYTEST_CURRENT_TEST', 'PYTHON', 'PORT',
+                  'RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'LOCAL_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT',
+                  'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD')
 # the environment at collection, before any test changes it: the server's
 BASE_ENV = dict(os.environ, PYTHONUNBUFFERED='1')
 
@@ -164,8 +168,10 @@ class ToolServer:
         """Whether ``cmd`` with ``env`` runs the same in a fork of the server as in a new interpreter."""
         if len(cmd) < 2 or cmd[0] != sys.executable or not str(cmd[1]).endswith('.py') or self.proc.poll() is not None:
             return False
-        differ = {k for k in set(env) | set(self.env) if env.get(k) != self.env.get(k)}
-        return differ <= set(FORK_SAFE_VARS)
+        differ = {k for k in set(env) | set(self.env) if env.get(k) != self.env.get(k)} - set(FORK_SAFE_VARS)
+        for name in differ:
+            REFUSED[name] = REFUSED.get(name, 0) + 1
+        return not differ
 
     def start(self, cmd, cwd, env):
         """Starts ``cmd`` (``python SCRIPT ARGS``); returns a handle with ``pid``, ``kill()`` and
@@ -222,6 +228,7 @@ class _Run:
 
 _server = []
 RUNS = dict(forked=0, new=0)  # how the test run's tool runs ran (tests/conftest.py prints it)
+REFUSED = {}  # variable -> runs it sent to a new interpreter
 
 
 def tool_server():
