@@ -167,10 +167,3 @@ def linear_frozen_fp32_run(tmp_path_factory, ade20k_learn):
     return dict(config=config, pretrained=base / 'vit.pth', backbone=vit.state_dict(), checkpoint=ckpt,
                 test_stdout=proc.stdout, show_dir=base / 'vis', data=ade20k_learn, iters=LINEAR_FROZEN_ITERS)
 
-
-def pytest_terminal_summary(terminalreporter):
-    from tool_server import REFUSED, RUNS
-    if sum(RUNS.values()):
-        terminalreporter.write_line(f"tool runs through seg_utils.run_command: {RUNS['forked']} forked from the warm "
-                                    f"interpreter (tests/tool_server.py), {RUNS['new']} in new interpreters "
-                                    f"(environment differing in: {REFUSED or 'none'})")

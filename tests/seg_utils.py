@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import torch
-from tool_server import RUNS, tool_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = 'configs/segmentation/tiny/tiny_{}_synthetic.py'
@@ -14,24 +13,16 @@ TINY = 'configs/segmentation/tiny/tiny_{}_synthetic.py'
 def run_command(cmd, env, check=True, timeout=900, background=False, name=None):
     """Runs ``cmd`` from the checkout; with ``background``, starts it and returns a function that waits for it
     and returns what a foreground call returns (two one-thread runs side by side use the two cores of the test
-    machine). ``python SCRIPT ARGS`` runs as a fork of the test run's warm interpreter where that is the same as
-    a new one (tests/tool_server.py: a tool's start is mostly imports); everything else in a new process."""
-    server = tool_server()
-    if server is not None and server.accepts(cmd, env):
-        run = server.start(cmd, ROOT, env)
-        finish = run.wait
-        RUNS['forked'] += 1
-    else:
-        RUNS['new'] += 1
-        popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    machine)."""
+    popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-        def finish(timeout):
-            try:
-                stdout, stderr = popen.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                raise
-            return subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
+    def finish(timeout):
+        try:
+            stdout, stderr = popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            raise
+        return subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
 
     def wait():
         proc = finish(timeout)
