@@ -166,4 +166,3 @@ def linear_frozen_fp32_run(tmp_path_factory, ade20k_learn):
                     *data_options(ade20k_learn))
     return dict(config=config, pretrained=base / 'vit.pth', backbone=vit.state_dict(), checkpoint=ckpt,
                 test_stdout=proc.stdout, show_dir=base / 'vis', data=ade20k_learn, iters=LINEAR_FROZEN_ITERS)
-

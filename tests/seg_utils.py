@@ -16,16 +16,13 @@ def run_command(cmd, env, check=True, timeout=900, background=False, name=None):
     machine)."""
     popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def finish(timeout):
+    def wait():
         try:
             stdout, stderr = popen.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             popen.kill()
             raise
-        return subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
-
-    def wait():
-        proc = finish(timeout)
+        proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
         if check and proc.returncode != 0:
             raise AssertionError(f'{name or cmd} failed ({proc.returncode}):\n'
                                  f'{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
