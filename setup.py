@@ -33,7 +33,8 @@ setup(
         # requirement here would make pip replace numpy 2 with 1.26 (docs/mask2former.md).
     ],
     extras_require={
-        'dev': ['pytest', 'transformers>=5.0', 'scikit-learn', 'peft==0.21.2'],
+        # pytest-xdist: tools/run_tests.sh runs the suite on one worker per core (filelock: workers share data sets)
+        'dev': ['pytest', 'pytest-xdist>=3.6', 'filelock', 'transformers>=5.0', 'scikit-learn', 'peft==0.21.2'],
         'flash': ['flash-attn'],
         # HFEncoder (hf:DIR encoders in the linear probe and the configs); timm is a core dependency.
         'hf': ['transformers>=5.0'],

@@ -1,8 +1,18 @@
 import importlib.util
 import os
+import shutil
 
 import pytest
 import torch
+from filelock import FileLock
+
+# The suite runs on pytest-xdist workers (tools/run_tests.sh: one per core, a whole test file per worker). Each
+# worker and each tool it starts then computes on one thread: two workers with two OpenMP threads each on two cores
+# spin against each other (see `one_thread` below). A plain `pytest` run (no workers) keeps torch's default.
+XDIST_WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+if XDIST_WORKERS > 1:
+    os.environ['OMP_NUM_THREADS'] = '1'
+    torch.set_num_threads(1)
 
 from internvit_dense.models.backbones.internvit import ARCH_PRESETS
 
@@ -88,18 +98,39 @@ ADE20K_LEARN = dict(num_train=200, num_val=12)
 COCO_LEARN = dict(num_train=160, num_val=24)
 
 
+def shared_across_workers(tmp_path_factory, name, make):
+    """``make(root)`` once per test run, whatever the number of xdist workers: the first worker to ask makes the
+    folder ``root`` and the value ``make`` returns (saved with torch.save); the others wait on its lock and read
+    them. Without workers it is a plain session-scoped folder. Returns (root, value)."""
+    if 'PYTEST_XDIST_WORKER' not in os.environ:
+        root = tmp_path_factory.mktemp(name)
+        return root, make(root)
+    root = tmp_path_factory.getbasetemp().parent / name  # the workers' base folders share this parent
+    done = root.with_name(name + '.value.pt')
+    with FileLock(str(root) + '.lock'):
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)  # a worker that died while making it
+            root.mkdir()
+            value = make(root)
+            torch.save(value, str(done) + '.part')
+            os.replace(str(done) + '.part', done)
+    return root, torch.load(done, weights_only=False)
+
+
 def _ade20k(tmp_path_factory, name, **sizes):
     from internvit_dense.datasets.synthetic_ade20k import generate_synthetic_ade20k
-    root = tmp_path_factory.mktemp(name)
-    generate_synthetic_ade20k(str(root), progress=False, overwrite=True, **sizes)
-    return root
+
+    def make(root):
+        generate_synthetic_ade20k(str(root), progress=False, overwrite=True, **sizes)
+    return shared_across_workers(tmp_path_factory, name, make)[0]
 
 
 def _coco(tmp_path_factory, name, **sizes):
     from internvit_dense.datasets.synthetic_coco import generate_synthetic_coco
-    root = tmp_path_factory.mktemp(name)
-    generate_synthetic_coco(str(root), progress=False, overwrite=True, **sizes)
-    return root
+
+    def make(root):
+        generate_synthetic_coco(str(root), progress=False, overwrite=True, **sizes)
+    return shared_across_workers(tmp_path_factory, name, make)[0]
 
 
 @pytest.fixture(scope='session')
@@ -153,16 +184,34 @@ def linear_frozen_fp32_run(tmp_path_factory, ade20k_learn):
 
     from internvit_dense.checkpoint import save_checkpoint
     from internvit_dense.models.backbones import InternViT
-    base = tmp_path_factory.mktemp('linear_frozen_fp32')
-    torch.manual_seed(0)
-    vit = InternViT(arch='tiny', img_size=112, pretrain_size=112)  # the tiny configs' backbone
-    save_checkpoint(vit, base / 'vit.pth')  # fp32 'pretrained' weights
-    config = linear_frozen_config(base, base / 'vit.pth')
-    work = base / 'work'
-    run_tool('train.py', config, '--work-dir', work,
-             *data_options(ade20k_learn, short_schedule(LINEAR_FROZEN_ITERS)))
-    ckpt = open(work / 'last_checkpoint').read().strip()
-    proc = run_tool('test.py', config, ckpt, '--work-dir', work, '--show-dir', base / 'vis',
-                    *data_options(ade20k_learn))
-    return dict(config=config, pretrained=base / 'vit.pth', backbone=vit.state_dict(), checkpoint=ckpt,
-                test_stdout=proc.stdout, show_dir=base / 'vis', data=ade20k_learn, iters=LINEAR_FROZEN_ITERS)
+
+    def make(base):
+        torch.manual_seed(0)
+        vit = InternViT(arch='tiny', img_size=112, pretrain_size=112)  # the tiny configs' backbone
+        save_checkpoint(vit, base / 'vit.pth')  # fp32 'pretrained' weights
+        config = linear_frozen_config(base, base / 'vit.pth')
+        work = base / 'work'
+        run_tool('train.py', config, '--work-dir', work,
+                 *data_options(ade20k_learn, short_schedule(LINEAR_FROZEN_ITERS)))
+        ckpt = open(work / 'last_checkpoint').read().strip()
+        proc = run_tool('test.py', config, ckpt, '--work-dir', work, '--show-dir', base / 'vis',
+                        *data_options(ade20k_learn))
+        return dict(config=config, pretrained=base / 'vit.pth', backbone=vit.state_dict(), checkpoint=ckpt,
+                    test_stdout=proc.stdout, show_dir=base / 'vis', data=ade20k_learn, iters=LINEAR_FROZEN_ITERS)
+    return shared_across_workers(tmp_path_factory, 'linear_frozen_fp32', make)[1]
+
+
+# ------------------------------------------------------------------ order
+# The longest test files first (pytest --durations, README.md Development): pytest-xdist hands whole files to
+# whichever worker is free (tools/run_tests.sh: --dist loadfile --no-loadscope-reorder), so starting the long
+# ones early keeps both cores busy to the end. Files not named here follow in pytest's order.
+LONGEST_FIRST = [
+    'test_seg_e2e.py', 'test_det_e2e.py', 'test_resume_exact.py', 'test_lora_e2e.py', 'test_bf16_training.py',
+    'test_mask2former_panoptic.py', 'test_deepspeed.py', 'test_mask2former.py', 'test_reliability.py',
+    'test_reliability_round2.py', 'test_encoder_seg_configs.py', 'test_convert_tool.py',
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: pytest's order within a rank

@@ -30,9 +30,13 @@ def run_command(cmd, env, check=True, timeout=900, background=False, name=None):
     return wait if background else wait()
 
 
-def run_tool(tool, *args, check=True, timeout=900, threads=2, background=False):
+# Two threads for a tool, as on a user's 2-core machine; one where pytest-xdist runs a test on each core.
+TOOL_THREADS = 1 if int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')) > 1 else 2
+
+
+def run_tool(tool, *args, check=True, timeout=900, threads=None, background=False):
     """tools/<tool> in a new interpreter, as a user runs it (see :func:`run_command` for ``background``)."""
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS=str(threads))
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS=str(threads or TOOL_THREADS))
     cmd = [sys.executable, os.path.join(ROOT, 'tools', tool), *map(str, args)]
     return run_command(cmd, env, check=check, timeout=timeout, background=background, name=f'{tool} {args}')
 

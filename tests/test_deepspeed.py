@@ -29,7 +29,7 @@ import sys
 import pytest
 import torch
 from conftest import load_tool
-from seg_utils import ROOT, TINY, load_ckpt, miou_of, run_command
+from seg_utils import ROOT, TINY, load_ckpt, miou_of, TOOL_THREADS, run_command
 
 from internvit_dense.engine.deepspeed import free_port
 
@@ -79,7 +79,7 @@ def train(work, config, nproc, *args, options=(), check=True, extra_env=None):
     """tools/train.py in `nproc` processes; returns the CompletedProcess."""
     env = dict(os.environ, PYTHONUNBUFFERED='1', PYTHON=sys.executable, **(extra_env or {}))
     if nproc == 1:
-        env['OMP_NUM_THREADS'] = '2'
+        env['OMP_NUM_THREADS'] = str(TOOL_THREADS)
         cmd = [sys.executable, os.path.join(ROOT, 'tools', 'train.py'), str(config)]
     else:
         env.update(OMP_NUM_THREADS='1', PORT=str(free_port()))

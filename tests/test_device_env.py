@@ -9,7 +9,7 @@ import types
 
 import pytest
 import torch
-from seg_utils import ROOT, TINY
+from seg_utils import ROOT, TINY, TOOL_THREADS
 
 from internvit_dense.engine import device_env
 
@@ -44,7 +44,7 @@ for command in json.loads(sys.argv[2]):  # each in turn, in this one process, as
 def run_with_broken_deepspeed(*commands):
     """Each command (tool path and arguments) in turn, in one process whose DeepSpeed is broken; returns
     the process and each command's exit code or message."""
-    env = dict(os.environ, OMP_NUM_THREADS='2', PYTHONUNBUFFERED='1')
+    env = dict(os.environ, OMP_NUM_THREADS=str(TOOL_THREADS), PYTHONUNBUFFERED='1')
     commands = json.dumps([[str(a) for a in command] for command in commands])
     proc = subprocess.run([sys.executable, '-c', BROKEN_DEEPSPEED, ROOT, commands], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)

@@ -8,13 +8,14 @@ from seg_utils import TINY, data_options, load_ckpt, miou_of, run_tool
 
 # Measured on this 2-core machine, on the shared ade20k_learn set (200 training / 12 validation images): the linear
 # probe 34.56 mIoU after 100 iterations (35.80 after 100 iterations on the former 120 / 16 image set); the UperNet,
-# fully tuned, 58.03 after 100 iterations (the tiny config's schedule shortened: warm-up 10, poly to 100).
+# fully tuned, 58.03 after 100 iterations (warm-up 10, poly to 100) and 45.13 after 50 (warm-up 5, poly to 50; one
+# thread, 2026-12-05), which is what the test runs now: half the time, and still far above chance.
 # Chance level is a few points (7 classes); the thresholds keep a wide margin below what was measured.
-MIN_MIOU = {'linear_frozen': 20.0, 'upernet_full': 40.0}
-UPERNET_ITERS = 100  # evaluated once, at the end
+MIN_MIOU = {'linear_frozen': 20.0, 'upernet_full': 30.0}
+UPERNET_ITERS = 50  # evaluated once, at the end
 UPERNET_SCHEDULE = [f'train_cfg.max_iters={UPERNET_ITERS}', f'train_cfg.val_interval={UPERNET_ITERS}',
-                    f'default_hooks.checkpoint.interval={UPERNET_ITERS}', 'param_scheduler.0.end=10',
-                    'param_scheduler.1.begin=10', f'param_scheduler.1.end={UPERNET_ITERS}']
+                    f'default_hooks.checkpoint.interval={UPERNET_ITERS}', 'param_scheduler.0.end=5',
+                    'param_scheduler.1.begin=5', f'param_scheduler.1.end={UPERNET_ITERS}']
 NUM_VAL = ADE20K_LEARN['num_val']
 
 

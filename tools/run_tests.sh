@@ -4,4 +4,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$ROOT/tools/setup_env.sh"
 cd "$ROOT"
-exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
+# One pytest-xdist worker per core (at most 2: the budget's machine), each handed whole test files, the longest
+# first (tests/conftest.py, LONGEST_FIRST); "$@" may override, e.g. -n 0 to run in one process.
+WORKERS=$(nproc 2>/dev/null || echo 1)
+[ "$WORKERS" -le 2 ] || WORKERS=2
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n "$WORKERS" --dist loadfile --no-loadscope-reorder tests "$@"
