@@ -1,6 +1,6 @@
 """What a tool's start is spared, and that nothing else changes: mmengine.optim and mmdet's models load without
-transformers (internvit_dense/engine/deferred_optimizers.py, deferred_mmdet_text.py) while ``type='Adafactor'`` and
-mmdet's text modules still get transformers' classes, and the config is formatted once per text
+transformers and scikit-learn (internvit_dense/engine/deferred_optimizers.py, deferred_mmdet_imports.py) while
+``type='Adafactor'`` and mmdet's modules still get those packages' classes, and the config is formatted once per text
 (engine/workarounds.py, remember_config_formatting)."""
 import subprocess
 import sys
@@ -33,14 +33,15 @@ def test_tools_start_without_transformers_and_adafactor_still_builds():
     assert proc.returncode == 0 and proc.stdout.strip().endswith('OK'), proc.stderr[-3000:]
 
 
-# mmdet's names that come from transformers, printed as a plain interpreter binds them (mmdet imported alone) and as
-# a tool's start binds them (internvit_dense.engine first): stand-ins are resolved to what they stand for.
-MMDET_TEXT_NAMES = r'''
+# mmdet's names that come from transformers or scikit-learn, printed as a plain interpreter binds them (mmdet imported
+# alone) and as a tool's start binds them (internvit_dense.engine first): stand-ins resolved to what they stand for.
+MMDET_OPTIONAL_NAMES = r'''
 import sys
 if sys.argv[1] == 'tool':
     import internvit_dense.engine.cli  # what every tool imports first
     import mmseg.models, mmdet.models, mmdet.datasets  # what a detection tool loads
-    assert 'transformers' not in sys.modules, 'transformers imported by mmdet at start'
+    late = [m for m in ('transformers', 'sklearn') if m in sys.modules]
+    assert not late, f'{late} imported by mmdet at start'
 else:
     import mmdet.models, mmdet.datasets
 import importlib
@@ -48,28 +49,33 @@ NAMES = {'mmdet.models.language_models.bert': ['AutoTokenizer', 'BertConfig', 'H
          'mmdet.models.dense_heads.atss_vlfusion_head': ['BertConfig'],
          'mmdet.datasets.transforms.text_transformers': ['AutoTokenizer', 'HFBertModel'],
          'mmdet.models.utils.vlfuse_helper': ['BertConfig', 'BertPreTrainedModel', 'apply_chunking_to_forward',
-                                              'HFBertAttention', 'HFBertIntermediate', 'HFBertOutput']}
+                                              'HFBertAttention', 'HFBertIntermediate', 'HFBertOutput'],
+         'mmdet.models.task_modules.tracking.interpolation': ['GPR', 'RBF', 'HAS_SKIKIT_LEARN'],
+         'mmdet.models.dense_heads.paa_head': ['skm']}
 for module, names in NAMES.items():
     m = importlib.import_module(module)
     for name in names:
         value = getattr(m, name)
         value = value.resolve() if hasattr(value, 'resolve') else value
-        print(module, name, getattr(value, '__module__', None), getattr(value, '__qualname__', repr(value)))
+        print(module, name, getattr(value, '__module__', None), getattr(value, '__qualname__', None),
+              getattr(value, '__name__', repr(value)))
     if module.endswith('vlfuse_helper'):  # the GLIP layers built on them
         print(module, 'BertEncoderLayer bases', m.BertEncoderLayer.__mro__[1].__qualname__)
 '''
 
 
-def test_mmdet_loads_without_transformers_and_binds_what_it_binds_alone():
+def test_mmdet_loads_without_transformers_and_sklearn_and_binds_what_it_binds_alone():
     runs = {}
     for mode in ('plain', 'tool'):
-        proc = subprocess.run([sys.executable, '-c', MMDET_TEXT_NAMES, mode], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, '-c', MMDET_OPTIONAL_NAMES, mode], capture_output=True, text=True,
                               timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[mode] = [line for line in proc.stdout.splitlines() if line.startswith('mmdet.')]  # not DeepSpeed's
     assert runs['tool'] == runs['plain']
-    assert 'mmdet.models.language_models.bert HFBertModel transformers.models.bert.modeling_bert BertModel' \
-        in runs['plain'], runs['plain']
+    for expected in ('mmdet.models.language_models.bert HFBertModel transformers.models.bert.modeling_bert BertModel',
+                     'mmdet.models.dense_heads.paa_head skm None None sklearn.mixture',
+                     'mmdet.models.task_modules.tracking.interpolation HAS_SKIKIT_LEARN'):
+        assert any(line.startswith(expected) for line in runs['plain']), (expected, runs['plain'])
 
 
 def test_the_config_is_formatted_once_per_text(monkeypatch):
