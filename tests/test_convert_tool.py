@@ -1,18 +1,22 @@
+import contextlib
+import io
 import json
-import os
-import sys
 
 import pytest
 import torch
 from conftest import TINY_300M, tiny_vit
-from seg_utils import ROOT, run_command
 
 from internvit_dense.checkpoint import load_state_dict, save_checkpoint
 
 
 def convert(*args):
-    cmd = [sys.executable, f'{ROOT}/tools/convert_checkpoint.py', *map(str, args)]
-    return run_command(cmd, dict(os.environ, PYTHONUNBUFFERED='1'), name=f'convert_checkpoint {args}').stdout
+    """tools/convert_checkpoint.py's main in this process (a new interpreter costs seconds of imports); its stdout."""
+    from conftest import load_tool
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = load_tool('convert_checkpoint').main([str(a) for a in args])
+    assert not status, f'convert_checkpoint {args} returned {status}:\n{out.getvalue()[-3000:]}'
+    return out.getvalue()
 
 
 def test_convert_through_every_format(tmp_path):
