@@ -6,17 +6,13 @@ import pytest
 from PIL import Image
 from seg_utils import TINY, data_options, load_ckpt, run_tool
 
-from internvit_dense.datasets.synthetic_ade20k import generate_synthetic_ade20k
-
 SHORT = ['train_cfg.max_iters=20', 'train_cfg.val_interval=1000', 'default_hooks.checkpoint.interval=10',
          'default_hooks.checkpoint.save_best=None', 'train_dataloader.batch_size=4']
 
 
 @pytest.fixture(scope='module')
-def small_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp('small_ade')
-    generate_synthetic_ade20k(str(root), num_train=12, num_val=4, seed=1, progress=False, overwrite=True)
-    return root
+def small_data(ade20k_small):
+    return ade20k_small  # the test run's shared set (tests/conftest.py): read-only, damaged only in copies below
 
 
 @pytest.fixture
