@@ -9,8 +9,9 @@ from filelock import FileLock
 # The suite runs on pytest-xdist workers (tools/run_tests.sh: one per core, a whole test file per worker). Each
 # worker and each tool it starts then computes on one thread: two workers with two OpenMP threads each on two cores
 # spin against each other (see `one_thread` below). A plain `pytest` run (no workers) keeps torch's default.
-XDIST_WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
-if XDIST_WORKERS > 1:
+from seg_utils import TOOL_THREADS  # noqa: E402  one where there are workers
+
+if TOOL_THREADS == 1:
     os.environ['OMP_NUM_THREADS'] = '1'
     torch.set_num_threads(1)
 

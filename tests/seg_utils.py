@@ -47,6 +47,14 @@ def data_options(data_root, extra=()):
             *extra]
 
 
+def last_validation_miou(output: str) -> float:
+    """The mIoU of a tools/train.py run's one validation (its last iteration: the evaluator and images of
+    tools/test.py, the tiny configs' test loader being their val loader)."""
+    found = re.findall(r'Iter\(val\) \[\d+/\d+\]\s+aAcc: [\d.]+\s+mIoU: ([\d.]+)', output)
+    assert len(found) == 1, output[-3000:]
+    return float(found[0])
+
+
 def miou_of(stdout: str) -> float:
     m = re.search(r'^\s+mIoU: ([\d.]+)$', stdout, re.M)
     assert m, f'no mIoU in the output of tools/test.py:\n{stdout[-2000:]}'

@@ -1,10 +1,9 @@
 """ADE20K-layout segmentation end to end through tools/train.py and tools/test.py."""
 import os
-import re
 
 import torch
 from conftest import ADE20K_LEARN
-from seg_utils import TINY, data_options, load_ckpt, miou_of, run_tool
+from seg_utils import TINY, data_options, last_validation_miou, load_ckpt, miou_of, run_tool
 
 # Measured on this 2-core machine, on the shared ade20k_learn set (200 training / 12 validation images): the linear
 # probe 34.56 mIoU after 100 iterations (35.80 after 100 iterations on the former 120 / 16 image set); the UperNet,
@@ -44,9 +43,7 @@ def test_upernet_full_learns(ade20k_learn, tmp_path):
     assert ckpt.endswith(f'iter_{UPERNET_ITERS}.pth')
     # the training's own validation at its last iteration (the same evaluator on the same images as tools/test.py,
     # which runs below with --tta): one tool start fewer
-    found = re.findall(r'Iter\(val\) \[\d+/\d+\]\s+aAcc: [\d.]+\s+mIoU: ([\d.]+)', proc.stdout + proc.stderr)
-    assert len(found) == 1, (proc.stdout + proc.stderr)[-3000:]
-    miou = float(found[0])
+    miou = last_validation_miou(proc.stdout + proc.stderr)
     print(f'tiny upernet full mIoU after {UPERNET_ITERS} iterations: {miou}')
     assert miou > MIN_MIOU['upernet_full']
 
