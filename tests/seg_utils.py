@@ -1,20 +1,198 @@
 """Running the project's tools the way a user does, for the end-to-end tests."""
+import atexit
+import faulthandler
+import logging
 import os
+import random
 import re
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
+import time
+import traceback
+import warnings
 
+import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = 'configs/segmentation/tiny/tiny_{}_synthetic.py'
 
 
+# Two threads for a tool, as on a user's 2-core machine; one where pytest-xdist runs a test on each core.
+TOOL_THREADS = 1 if int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')) > 1 else 2
+
+# A tool's start (torch, mmengine, mmseg, mmdet and this package: seconds of imports per run) is paid once per
+# test worker: where it is safe, `python tools/X.py ARGS` runs in a fork of the worker, which has imported them,
+# with what a new interpreter would have: its own __main__, argv, sys.path, environment, working directory,
+# standard streams, random seeds, logging, warnings, signal and exit handlers, and exit status. Safe: the worker
+# computes on one thread (no OpenMP thread pool to copy into the fork: TOOL_THREADS == 1, pytest-xdist) and the
+# run's environment differs from the worker's only in variables read while the tool runs. Tests of how a tool
+# starts (test_tool_start.py, test_device_env.py, test_hub_checkpoints.py) start interpreters of their own;
+# INTERNVIT_TEST_FORK=0 starts one for every run.
+FORK_TOOLS = TOOL_THREADS == 1 and os.environ.get('INTERNVIT_TEST_FORK', '1') != '0' and hasattr(os, 'fork')
+RUN_TIME_VARIABLES = {'PYTHONUNBUFFERED', 'OMP_NUM_THREADS', 'PYTHONPATH', 'PYTHON', 'PORT'}
+TOOLS = os.path.join(ROOT, 'tools')
+TESTS = os.path.join(ROOT, 'tests')
+
+
+def forkable(cmd, env) -> bool:
+    if not FORK_TOOLS or len(cmd) < 2 or cmd[0] != sys.executable:
+        return False
+    if not (cmd[1].endswith('.py') and os.path.dirname(os.path.abspath(cmd[1])) == TOOLS):
+        return False
+    changed = {k for k in set(env) | set(os.environ) if env.get(k) != os.environ.get(k)}
+    return changed <= RUN_TIME_VARIABLES
+
+
+def _preload():
+    """What every tool imports, imported once by the worker (the forks' common start)."""
+    import mmdet.models  # noqa: F401
+    import mmengine.runner  # noqa: F401
+    import mmseg.models  # noqa: F401
+
+    import internvit_dense.datasets  # noqa: F401
+    import internvit_dense.engine.cli  # noqa: F401
+    import internvit_dense.models  # noqa: F401
+
+
+def _fresh_showwarnmsg():
+    """warnings' own way of printing a warning (pytest replaces it with a recorder while a test runs)."""
+    import importlib.util
+    spec = importlib.util.find_spec('warnings')
+    copy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copy)
+    return copy._showwarnmsg_impl
+
+
+def _become_new_interpreter(cmd, env, stdout_fd, stderr_fd):
+    """In the fork: the state `python cmd[1] cmd[2:]` starts with."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(stdout_fd, 1)
+    os.dup2(stderr_fd, 2)
+    sys.stdin = open(0, closefd=False)
+    sys.stdout = open(1, 'w', buffering=1, closefd=False, encoding='utf-8')
+    sys.stderr = open(2, 'w', buffering=1, closefd=False, encoding='utf-8', errors='backslashreplace')
+    sys.stdout.reconfigure(write_through=True)  # PYTHONUNBUFFERED, as run_tool sets it
+    sys.stderr.reconfigure(write_through=True)
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+    os.chdir(ROOT)
+    os.environ.clear()
+    os.environ.update(env)
+    pythonpath = [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p]
+    sys.path[:] = [TOOLS, *pythonpath, *(p for p in sys.path if os.path.abspath(p or '.') not in (ROOT, TESTS))]
+    sys.argv = list(cmd[1:])
+    torch.set_num_threads(int(env.get('OMP_NUM_THREADS') or 1))
+    random.seed()  # a new interpreter's: from the system's entropy
+    np.random.seed()
+    torch.seed()
+    # pytest's hooks and handlers out, the interpreter's in
+    faulthandler.disable()
+    sys.excepthook, sys.unraisablehook = sys.__excepthook__, sys.__unraisablehook__
+    threading.excepthook = threading.__excepthook__
+    for sig in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
+        if callable(signal.getsignal(sig)):
+            signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    logging.root.handlers.clear()
+    logging.root.setLevel(logging.WARNING)
+    warnings.resetwarnings()  # then a new interpreter's filters
+    for category in (ResourceWarning, ImportWarning, PendingDeprecationWarning, DeprecationWarning):
+        warnings.filterwarnings('ignore', category=category)
+    warnings.filterwarnings('default', category=DeprecationWarning, module='__main__')
+    warnings._showwarnmsg_impl = _fresh_showwarnmsg()
+    from mmengine.utils import ManagerMixin  # loggers, message hubs, visualizers, scopes: none yet
+    pending = [ManagerMixin]
+    while pending:
+        cls = pending.pop()
+        pending += cls.__subclasses__()
+        if '_instance_dict' in vars(cls):
+            cls._instance_dict.clear()
+    atexit._clear()
+
+
+def _run_as_main(path) -> int:
+    """runs ``path`` as __main__ and returns the exit status a new interpreter would."""
+    import runpy
+    try:
+        runpy.run_path(path, run_name='__main__')
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+        if code is None:
+            code = 0
+        elif not isinstance(code, int):
+            print(code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    threading._shutdown()
+    atexit._run_exitfuncs()
+    return code
+
+
+class ForkedTool:
+    """The part of subprocess.Popen that run_command uses, for a tool run in a fork of this process."""
+
+    def __init__(self, cmd, env):
+        _preload()
+        self.args = cmd
+        self.returncode = None
+        self._out, self._err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        self.pid = os.fork()
+        if self.pid == 0:
+            code = 1
+            try:
+                _become_new_interpreter(cmd, env, self._out.fileno(), self._err.fileno())
+                code = _run_as_main(cmd[1])
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code)
+
+    def poll(self):
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self):
+        if self.returncode is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+    def communicate(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            time.sleep(0.05)
+        return tuple(self._read(f) for f in (self._out, self._err))
+
+    @staticmethod
+    def _read(file):
+        file.seek(0)
+        text = file.read().decode('utf-8', errors='replace')
+        file.close()
+        return text
+
+
 def run_command(cmd, env, check=True, timeout=900, background=False, name=None):
     """Runs ``cmd`` from the checkout; with ``background``, starts it and returns a function that waits for it
     and returns what a foreground call returns (two one-thread runs side by side use the two cores of the test
     machine)."""
-    popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if forkable(cmd, env):
+        popen = ForkedTool(cmd, env)
+    else:
+        popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def wait():
         try:
@@ -28,10 +206,6 @@ def run_command(cmd, env, check=True, timeout=900, background=False, name=None):
                                  f'{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
         return proc
     return wait if background else wait()
-
-
-# Two threads for a tool, as on a user's 2-core machine; one where pytest-xdist runs a test on each core.
-TOOL_THREADS = 1 if int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')) > 1 else 2
 
 
 def run_tool(tool, *args, check=True, timeout=900, threads=None, background=False):
