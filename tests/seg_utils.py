@@ -33,18 +33,34 @@ TOOL_THREADS = 1 if int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')) > 1 el
 # starts (test_tool_start.py, test_device_env.py, test_hub_checkpoints.py) start interpreters of their own;
 # INTERNVIT_TEST_FORK=0 starts one for every run.
 FORK_TOOLS = TOOL_THREADS == 1 and os.environ.get('INTERNVIT_TEST_FORK', '1') != '0' and hasattr(os, 'fork')
+# environment variables read by the tool as it runs, not as it imports
 RUN_TIME_VARIABLES = {'PYTHONUNBUFFERED', 'OMP_NUM_THREADS', 'PYTHONPATH', 'PYTHON', 'PORT'}
 TOOLS = os.path.join(ROOT, 'tools')
 TESTS = os.path.join(ROOT, 'tests')
 
 
-def forkable(cmd, env) -> bool:
-    if not FORK_TOOLS or len(cmd) < 2 or cmd[0] != sys.executable:
-        return False
-    if not (cmd[1].endswith('.py') and os.path.dirname(os.path.abspath(cmd[1])) == TOOLS):
-        return False
+def forked_processes(cmd, env):
+    """[(argv, env)] of the processes ``cmd`` starts, where they can be forks of this one; else None.
+
+    ``python tools/X.py ARGS``: one. ``tools/dist_train.sh CONFIG N ARGS`` on one machine: the N workers torchrun
+    would start, with the environment torchrun gives them (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT, ...),
+    as tools/train.py --launcher pytorch; tests/test_launch.py runs the script itself, torchrun and all."""
+    if not FORK_TOOLS or len(cmd) < 2:
+        return None
     changed = {k for k in set(env) | set(os.environ) if env.get(k) != os.environ.get(k)}
-    return changed <= RUN_TIME_VARIABLES
+    if not changed <= RUN_TIME_VARIABLES:
+        return None
+    if cmd[0] == sys.executable and cmd[1].endswith('.py') and os.path.dirname(os.path.abspath(cmd[1])) == TOOLS:
+        return [(list(cmd[1:]), env)]
+    if cmd[0] == 'bash' and cmd[1] == os.path.join(TOOLS, 'dist_train.sh') and len(cmd) >= 4:
+        config, nproc, args = cmd[2], int(cmd[3]), list(cmd[4:])
+        argv = [os.path.join(TOOLS, 'train.py'), config, '--launcher', 'pytorch', *args]
+        common = dict(env, MASTER_ADDR='127.0.0.1', MASTER_PORT=env.get('PORT', '29500'), WORLD_SIZE=str(nproc),
+                      LOCAL_WORLD_SIZE=str(nproc), GROUP_RANK='0', GROUP_WORLD_SIZE='1', ROLE_NAME='default',
+                      ROLE_WORLD_SIZE=str(nproc), TORCHELASTIC_RESTART_COUNT='0', TORCHELASTIC_MAX_RESTARTS='0',
+                      TORCHELASTIC_RUN_ID='none', OMP_NUM_THREADS=env.get('OMP_NUM_THREADS', '1'))
+        return [(argv, dict(common, RANK=str(r), LOCAL_RANK=str(r), ROLE_RANK=str(r))) for r in range(nproc)]
+    return None
 
 
 def _preload():
@@ -67,8 +83,8 @@ def _fresh_showwarnmsg():
     return copy._showwarnmsg_impl
 
 
-def _become_new_interpreter(cmd, env, stdout_fd, stderr_fd):
-    """In the fork: the state `python cmd[1] cmd[2:]` starts with."""
+def _become_new_interpreter(argv, env, stdout_fd, stderr_fd):
+    """In the fork: the state `python ARGV` starts with."""
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(stdout_fd, 1)
@@ -84,7 +100,7 @@ def _become_new_interpreter(cmd, env, stdout_fd, stderr_fd):
     os.environ.update(env)
     pythonpath = [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p]
     sys.path[:] = [TOOLS, *pythonpath, *(p for p in sys.path if os.path.abspath(p or '.') not in (ROOT, TESTS))]
-    sys.argv = list(cmd[1:])
+    sys.argv = list(argv)
     torch.set_num_threads(int(env.get('OMP_NUM_THREADS') or 1))
     random.seed()  # a new interpreter's: from the system's entropy
     np.random.seed()
@@ -136,38 +152,53 @@ def _run_as_main(path) -> int:
 
 
 class ForkedTool:
-    """The part of subprocess.Popen that run_command uses, for a tool run in a fork of this process."""
+    """The part of subprocess.Popen that run_command uses, for a tool's processes forked from this one. As torchrun
+    does, a worker that fails stops the others, and the launch then exits with 1."""
 
-    def __init__(self, cmd, env):
+    def __init__(self, cmd, processes):
         _preload()
         self.args = cmd
         self.returncode = None
-        self._out, self._err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
-        self.pid = os.fork()
-        if self.pid == 0:
-            code = 1
+        self._out, self._err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # the processes share them
+        self._codes = {}
+        self._pids = [self._fork(argv, env) for argv, env in processes]
+        self.pid = self._pids[0]
+
+    def _fork(self, argv, env):
+        pid = os.fork()
+        if pid:
+            return pid
+        code = 1
+        try:
+            _become_new_interpreter(argv, env, self._out.fileno(), self._err.fileno())
+            code = _run_as_main(argv[0])
+        except BaseException:
+            traceback.print_exc()
+        finally:
             try:
-                _become_new_interpreter(cmd, env, self._out.fileno(), self._err.fileno())
-                code = _run_as_main(cmd[1])
-            except BaseException:
-                traceback.print_exc()
+                sys.stdout.flush()
+                sys.stderr.flush()
             finally:
-                try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                finally:
-                    os._exit(code)
+                os._exit(code)
 
     def poll(self):
         if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
+            for pid in self._pids:
+                if pid not in self._codes:
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        self._codes[pid] = os.waitstatus_to_exitcode(status)
+            if any(self._codes.values()):
+                self.kill()
+            if len(self._codes) == len(self._pids):
+                codes = [self._codes[pid] for pid in self._pids]
+                self.returncode = codes[0] if len(codes) == 1 else int(any(codes))
         return self.returncode
 
     def kill(self):
-        if self.returncode is None:
-            os.kill(self.pid, signal.SIGKILL)
+        for pid in self._pids:
+            if pid not in self._codes:
+                os.kill(pid, signal.SIGKILL)
 
     def communicate(self, timeout=None):
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -189,8 +220,9 @@ def run_command(cmd, env, check=True, timeout=900, background=False, name=None):
     """Runs ``cmd`` from the checkout; with ``background``, starts it and returns a function that waits for it
     and returns what a foreground call returns (two one-thread runs side by side use the two cores of the test
     machine)."""
-    if forkable(cmd, env):
-        popen = ForkedTool(cmd, env)
+    processes = forked_processes(cmd, env)
+    if processes:
+        popen = ForkedTool(cmd, processes)
     else:
         popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
