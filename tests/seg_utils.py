@@ -34,7 +34,7 @@ TOOL_THREADS = 1 if int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')) > 1 el
 # INTERNVIT_TEST_FORK=0 starts one for every run.
 FORK_TOOLS = TOOL_THREADS == 1 and os.environ.get('INTERNVIT_TEST_FORK', '1') != '0' and hasattr(os, 'fork')
 # environment variables read by the tool as it runs, not as it imports
-RUN_TIME_VARIABLES = {'PYTHONUNBUFFERED', 'OMP_NUM_THREADS', 'PYTHONPATH', 'PYTHON', 'PORT'}
+RUN_TIME_VARIABLES = {'PYTHONUNBUFFERED', 'OMP_NUM_THREADS', 'PYTHONPATH', 'PYTHON', 'PORT', 'PYTHONDONTWRITEBYTECODE'}
 TOOLS = os.path.join(ROOT, 'tools')
 TESTS = os.path.join(ROOT, 'tests')
 
@@ -101,6 +101,7 @@ def _become_new_interpreter(argv, env, stdout_fd, stderr_fd):
     pythonpath = [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p]
     sys.path[:] = [TOOLS, *pythonpath, *(p for p in sys.path if os.path.abspath(p or '.') not in (ROOT, TESTS))]
     sys.argv = list(argv)
+    sys.dont_write_bytecode = bool(env.get('PYTHONDONTWRITEBYTECODE'))
     torch.set_num_threads(int(env.get('OMP_NUM_THREADS') or 1))
     random.seed()  # a new interpreter's: from the system's entropy
     np.random.seed()
@@ -155,8 +156,9 @@ class ForkedTool:
     """The part of subprocess.Popen that run_command uses, for a tool's processes forked from this one. As torchrun
     does, a worker that fails stops the others, and the launch then exits with 1."""
 
-    def __init__(self, cmd, processes):
+    def __init__(self, cmd, processes, preexec_fn=None):
         _preload()
+        self._preexec_fn = preexec_fn
         self.args = cmd
         self.returncode = None
         self._out, self._err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # the processes share them
@@ -171,6 +173,8 @@ class ForkedTool:
         code = 1
         try:
             _become_new_interpreter(argv, env, self._out.fileno(), self._err.fileno())
+            if self._preexec_fn:
+                self._preexec_fn()
             code = _run_as_main(argv[0])
         except BaseException:
             traceback.print_exc()
@@ -216,15 +220,16 @@ class ForkedTool:
         return text
 
 
-def run_command(cmd, env, check=True, timeout=900, background=False, name=None):
+def run_command(cmd, env, check=True, timeout=900, background=False, name=None, preexec_fn=None):
     """Runs ``cmd`` from the checkout; with ``background``, starts it and returns a function that waits for it
     and returns what a foreground call returns (two one-thread runs side by side use the two cores of the test
-    machine)."""
+    machine). ``preexec_fn``: as subprocess.Popen's, called in the new process before the tool runs."""
     processes = forked_processes(cmd, env)
     if processes:
-        popen = ForkedTool(cmd, processes)
+        popen = ForkedTool(cmd, processes, preexec_fn)
     else:
-        popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 preexec_fn=preexec_fn)
 
     def wait():
         try:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from seg_utils import ROOT, TINY, data_options, load_ckpt, run_tool
+from seg_utils import ROOT, TINY, data_options, load_ckpt, run_command, run_tool
 
 from internvit_dense.engine.work_dir import LOCK_NAME, _process_start
 
@@ -169,8 +169,7 @@ def test_a_full_disk_leaves_no_partial_checkpoint(data, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
     cmd = [sys.executable, os.path.join(ROOT, 'tools', 'train.py'), LINEAR, '--work-dir', str(work),
            *data_options(data, opts(2, 2))]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-                          preexec_fn=limit_file_size(256 << 10))
+    proc = run_command(cmd, env, check=False, timeout=600, preexec_fn=limit_file_size(256 << 10))
     assert proc.returncode != 0
     assert f'could not write {work}/iter_2.pth: File too large' in proc.stderr, proc.stderr[-3000:]
     assert 'free in' in proc.stderr and 'earlier checkpoints are untouched' in proc.stderr

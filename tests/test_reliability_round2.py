@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import TINY_300M, load_tool, tiny_vit
 from PIL import Image
-from seg_utils import ROOT, TINY, data_options, load_ckpt, run_tool
+from seg_utils import ROOT, TINY, data_options, load_ckpt, run_command, run_tool
 from test_linear_probe_cache import identity, run, train_items  # noqa: F401  (a fixture)
 from test_reliability import QUICK, data, limit_file_size, opts  # noqa: F401  (a fixture)
 from test_resume_exact import differing, kill_config
@@ -325,9 +325,9 @@ def test_infer_on_a_full_disk_names_the_file_and_leaves_no_truncated_output(line
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(tmp_path / 'x.png')
     out = tmp_path / 'o'
     env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1', PYTHONDONTWRITEBYTECODE='1')
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'infer.py'), LINEAR, str(linear_checkpoint),
-                           str(tmp_path / 'x.png'), '--out-dir', str(out), '--quiet'], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600, preexec_fn=limit_file_size(64 << 10))
+    proc = run_command([sys.executable, os.path.join(ROOT, 'tools', 'infer.py'), LINEAR, str(linear_checkpoint),
+                        str(tmp_path / 'x.png'), '--out-dir', str(out), '--quiet'], env, check=False, timeout=600,
+                       preexec_fn=limit_file_size(64 << 10))
     assert proc.returncode != 0
     assert f'stopped: could not write {out}/x_overlay.png: File too large' in proc.stderr, proc.stderr[-2000:]
     assert 'free in' in proc.stderr
@@ -340,10 +340,10 @@ def test_convert_on_a_full_disk_names_the_destination_and_the_free_space(tmp_pat
     size = (tmp_path / 'a.pth').stat().st_size
     for to in ('opengvlab-hf', 'pth'):
         dst = tmp_path / ('out.pth' if to == 'pth' else 'out_hf')
-        proc = subprocess.run([sys.executable, f'{ROOT}/tools/convert_checkpoint.py', str(tmp_path / 'a.pth'),
-                               str(dst), '--to', to, '--arch=' + json.dumps(TINY_300M), '--pretrain-size', '56'],
-                              capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size(size // 2),
-                              env=dict(os.environ, PYTHONDONTWRITEBYTECODE='1'))
+        proc = run_command([sys.executable, f'{ROOT}/tools/convert_checkpoint.py', str(tmp_path / 'a.pth'),
+                            str(dst), '--to', to, '--arch=' + json.dumps(TINY_300M), '--pretrain-size', '56'],
+                           dict(os.environ, PYTHONDONTWRITEBYTECODE='1'), check=False, timeout=300,
+                           preexec_fn=limit_file_size(size // 2))
         assert proc.returncode != 0
         assert f'convert_checkpoint: could not write {dst}: ' in proc.stderr, proc.stderr[-2000:]
         assert 'free in' in proc.stderr and f'nothing was left at {dst}' in proc.stderr
