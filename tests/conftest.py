@@ -2,6 +2,9 @@ import importlib.util
 import os
 import shutil
 
+# First: it imports torch and what the tools import, and records the warning filters that adds (seg_utils.py).
+from seg_utils import TOOL_THREADS  # isort: skip
+
 import pytest
 import torch
 from filelock import FileLock
@@ -9,7 +12,6 @@ from filelock import FileLock
 # The suite runs on pytest-xdist workers (tools/run_tests.sh: one per core, a whole test file per worker). Each
 # worker and each tool it starts then computes on one thread: two workers with two OpenMP threads each on two cores
 # spin against each other (see `one_thread` below). A plain `pytest` run (no workers) keeps torch's default.
-from seg_utils import TOOL_THREADS  # noqa: E402  one where there are workers
 
 if TOOL_THREADS == 1:
     os.environ['OMP_NUM_THREADS'] = '1'

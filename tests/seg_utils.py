@@ -1,6 +1,8 @@
 """Running the project's tools the way a user does, for the end-to-end tests."""
 import atexit
 import faulthandler
+import functools
+import json
 import logging
 import os
 import random
@@ -13,9 +15,6 @@ import threading
 import time
 import traceback
 import warnings
-
-import numpy as np
-import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = 'configs/segmentation/tiny/tiny_{}_synthetic.py'
@@ -37,6 +36,46 @@ FORK_TOOLS = TOOL_THREADS == 1 and os.environ.get('INTERNVIT_TEST_FORK', '1') !=
 RUN_TIME_VARIABLES = {'PYTHONUNBUFFERED', 'OMP_NUM_THREADS', 'PYTHONPATH', 'PYTHON', 'PORT', 'PYTHONDONTWRITEBYTECODE'}
 TOOLS = os.path.join(ROOT, 'tools')
 TESTS = os.path.join(ROOT, 'tests')
+
+
+def _preload():
+    """What every tool imports, imported once by the worker (the forks' common start)."""
+    import mmdet.models  # noqa: F401
+    import mmengine.runner  # noqa: F401
+    import mmseg.models  # noqa: F401
+
+    import internvit_dense.datasets  # noqa: F401
+    import internvit_dense.engine.cli  # noqa: F401
+    import internvit_dense.models  # noqa: F401
+
+
+# The warning filters of a new interpreter once a tool's imports are done (numpy, scipy, sympy, torch add theirs as
+# they load), for the forks to start with: recorded as this module, the first to import them in a test worker
+# (tests/conftest.py imports it first), imports them. Python's own filters first (CPython, not in development mode).
+INTERPRETER_FILTERS = [('default', DeprecationWarning, '__main__'), ('ignore', DeprecationWarning, None),
+                       ('ignore', PendingDeprecationWarning, None), ('ignore', ImportWarning, None),
+                       ('ignore', ResourceWarning, None)]
+with warnings.catch_warnings():
+    warnings.resetwarnings()
+    for action, category, module in reversed(INTERPRETER_FILTERS):
+        if module:
+            warnings.filterwarnings(action, category=category, module=module)
+        else:
+            warnings.simplefilter(action, category)
+    import numpy as np
+    import torch
+    if FORK_TOOLS:
+        _preload()
+    IMPORTED_FILTERS = list(warnings.filters)
+
+
+@functools.lru_cache(maxsize=None)
+def interpreter_path() -> list:
+    """sys.path[1:] of a new interpreter without PYTHONPATH (the standard library, site-packages, .pth entries)."""
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    out = subprocess.run([sys.executable, '-c', 'import json, sys; print(json.dumps(sys.path[1:]))'], env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
 
 
 def forked_processes(cmd, env):
@@ -61,17 +100,6 @@ def forked_processes(cmd, env):
                       TORCHELASTIC_RUN_ID='none', OMP_NUM_THREADS=env.get('OMP_NUM_THREADS', '1'))
         return [(argv, dict(common, RANK=str(r), LOCAL_RANK=str(r), ROLE_RANK=str(r))) for r in range(nproc)]
     return None
-
-
-def _preload():
-    """What every tool imports, imported once by the worker (the forks' common start)."""
-    import mmdet.models  # noqa: F401
-    import mmengine.runner  # noqa: F401
-    import mmseg.models  # noqa: F401
-
-    import internvit_dense.datasets  # noqa: F401
-    import internvit_dense.engine.cli  # noqa: F401
-    import internvit_dense.models  # noqa: F401
 
 
 def _fresh_showwarnmsg():
@@ -99,7 +127,9 @@ def _become_new_interpreter(argv, env, stdout_fd, stderr_fd):
     os.environ.clear()
     os.environ.update(env)
     pythonpath = [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p]
-    sys.path[:] = [TOOLS, *pythonpath, *(p for p in sys.path if os.path.abspath(p or '.') not in (ROOT, TESTS))]
+    default = interpreter_path()  # then what the worker's imports added (pytest's own entries left out)
+    added = [p for p in sys.path if p not in default and os.path.abspath(p or '.') not in (ROOT, TESTS)]
+    sys.path[:] = [os.path.dirname(os.path.abspath(argv[0])), *pythonpath, *default, *added]
     sys.argv = list(argv)
     sys.dont_write_bytecode = bool(env.get('PYTHONDONTWRITEBYTECODE'))
     torch.set_num_threads(int(env.get('OMP_NUM_THREADS') or 1))
@@ -116,10 +146,8 @@ def _become_new_interpreter(argv, env, stdout_fd, stderr_fd):
     signal.signal(signal.SIGINT, signal.default_int_handler)
     logging.root.handlers.clear()
     logging.root.setLevel(logging.WARNING)
-    warnings.resetwarnings()  # then a new interpreter's filters
-    for category in (ResourceWarning, ImportWarning, PendingDeprecationWarning, DeprecationWarning):
-        warnings.filterwarnings('ignore', category=category)
-    warnings.filterwarnings('default', category=DeprecationWarning, module='__main__')
+    warnings.filters[:] = IMPORTED_FILTERS
+    warnings._filters_mutated()
     warnings._showwarnmsg_impl = _fresh_showwarnmsg()
     from mmengine.utils import ManagerMixin  # loggers, message hubs, visualizers, scopes: none yet
     pending = [ManagerMixin]
