@@ -67,6 +67,7 @@ with warnings.catch_warnings():
     if FORK_TOOLS:
         _preload()
     IMPORTED_FILTERS = list(warnings.filters)
+IMPORTED_PATH = list(sys.path)  # with what those imports appended (not what tests insert later)
 
 
 @functools.lru_cache(maxsize=None)
@@ -127,8 +128,8 @@ def _become_new_interpreter(argv, env, stdout_fd, stderr_fd):
     os.environ.clear()
     os.environ.update(env)
     pythonpath = [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p]
-    default = interpreter_path()  # then what the worker's imports added (pytest's own entries left out)
-    added = [p for p in sys.path if p not in default and os.path.abspath(p or '.') not in (ROOT, TESTS)]
+    default = interpreter_path()  # then what the tools' imports appended (pytest's own entries left out)
+    added = [p for p in IMPORTED_PATH if p not in default and os.path.abspath(p or '.') not in (ROOT, TESTS)]
     sys.path[:] = [os.path.dirname(os.path.abspath(argv[0])), *pythonpath, *default, *added]
     sys.argv = list(argv)
     sys.dont_write_bytecode = bool(env.get('PYTHONDONTWRITEBYTECODE'))
