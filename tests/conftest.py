@@ -3,19 +3,16 @@ import os
 import shutil
 
 # First: it imports torch and what the tools import, and records the warning filters that adds (seg_utils.py).
-from seg_utils import TOOL_THREADS  # isort: skip
+import seg_utils  # noqa: F401  isort: skip
 
 import pytest
 import torch
 from filelock import FileLock
 
 # The suite runs on pytest-xdist workers (tools/run_tests.sh: one per core, a whole test file per worker). Each
-# worker and each tool it starts then computes on one thread: two workers with two OpenMP threads each on two cores
-# spin against each other (see `one_thread` below). A plain `pytest` run (no workers) keeps torch's default.
-
-if TOOL_THREADS == 1:
-    os.environ['OMP_NUM_THREADS'] = '1'
-    torch.set_num_threads(1)
+# worker and each tool it starts then computes on one thread (TOOL_THREADS == 1, set by seg_utils as it imports
+# torch): two workers with two OpenMP threads each on two cores spin against each other (see `one_thread` below).
+# A plain `pytest` run (no workers) keeps torch's default.
 
 from internvit_dense.models.backbones.internvit import ARCH_PRESETS
 

@@ -62,8 +62,12 @@ with warnings.catch_warnings():
             warnings.filterwarnings(action, category=category, module=module)
         else:
             warnings.simplefilter(action, category)
+    if TOOL_THREADS == 1:  # before torch loads: no OpenMP pool of more threads for a fork to copy
+        os.environ['OMP_NUM_THREADS'] = '1'
     import numpy as np
     import torch
+    if TOOL_THREADS == 1:
+        torch.set_num_threads(1)
     if FORK_TOOLS:
         _preload()
     IMPORTED_FILTERS = list(warnings.filters)
@@ -72,11 +76,24 @@ IMPORTED_PATH = list(sys.path)  # with what those imports appended (not what tes
 
 @functools.lru_cache(maxsize=None)
 def interpreter_path() -> list:
-    """sys.path[1:] of a new interpreter without PYTHONPATH (the standard library, site-packages, .pth entries)."""
+    """sys.path of a new interpreter after its script's folder and PYTHONPATH: the standard library,
+    site-packages and .pth entries (asked of one, once per worker), then what the tools' imports appended."""
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
     out = subprocess.run([sys.executable, '-c', 'import json, sys; print(json.dumps(sys.path[1:]))'], env=env,
                          capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+    default = json.loads(out.stdout)
+    added = [p for p in IMPORTED_PATH if p not in default and os.path.abspath(p or '.') not in (ROOT, TESTS)]
+    return default + added  # pytest's own entries (the checkout, tests/) left out
+
+
+@functools.lru_cache(maxsize=None)
+def interpreter_showwarnmsg():
+    """warnings' own way of printing a warning (pytest replaces it with a recorder while a test runs)."""
+    import importlib.util
+    spec = importlib.util.find_spec('warnings')
+    copy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copy)
+    return copy._showwarnmsg_impl
 
 
 def forked_processes(cmd, env):
@@ -103,15 +120,6 @@ def forked_processes(cmd, env):
     return None
 
 
-def _fresh_showwarnmsg():
-    """warnings' own way of printing a warning (pytest replaces it with a recorder while a test runs)."""
-    import importlib.util
-    spec = importlib.util.find_spec('warnings')
-    copy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(copy)
-    return copy._showwarnmsg_impl
-
-
 def _become_new_interpreter(argv, env, stdout_fd, stderr_fd):
     """In the fork: the state `python ARGV` starts with."""
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -128,9 +136,7 @@ def _become_new_interpreter(argv, env, stdout_fd, stderr_fd):
     os.environ.clear()
     os.environ.update(env)
     pythonpath = [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p]
-    default = interpreter_path()  # then what the tools' imports appended (pytest's own entries left out)
-    added = [p for p in IMPORTED_PATH if p not in default and os.path.abspath(p or '.') not in (ROOT, TESTS)]
-    sys.path[:] = [os.path.dirname(os.path.abspath(argv[0])), *pythonpath, *default, *added]
+    sys.path[:] = [os.path.dirname(os.path.abspath(argv[0])), *pythonpath, *interpreter_path()]
     sys.argv = list(argv)
     sys.dont_write_bytecode = bool(env.get('PYTHONDONTWRITEBYTECODE'))
     torch.set_num_threads(int(env.get('OMP_NUM_THREADS') or 1))
@@ -149,7 +155,7 @@ def _become_new_interpreter(argv, env, stdout_fd, stderr_fd):
     logging.root.setLevel(logging.WARNING)
     warnings.filters[:] = IMPORTED_FILTERS
     warnings._filters_mutated()
-    warnings._showwarnmsg_impl = _fresh_showwarnmsg()
+    warnings._showwarnmsg_impl = interpreter_showwarnmsg()
     from mmengine.utils import ManagerMixin  # loggers, message hubs, visualizers, scopes: none yet
     pending = [ManagerMixin]
     while pending:
@@ -186,14 +192,13 @@ class ForkedTool:
     does, a worker that fails stops the others, and the launch then exits with 1."""
 
     def __init__(self, cmd, processes, preexec_fn=None):
-        _preload()
+        interpreter_path(), interpreter_showwarnmsg()  # worked out here, once, not in every fork
         self._preexec_fn = preexec_fn
         self.args = cmd
         self.returncode = None
         self._out, self._err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # the processes share them
         self._codes = {}
         self._pids = [self._fork(argv, env) for argv, env in processes]
-        self.pid = self._pids[0]
 
     def _fork(self, argv, env):
         pid = os.fork()
@@ -275,7 +280,8 @@ def run_command(cmd, env, check=True, timeout=900, background=False, name=None, 
 
 
 def run_tool(tool, *args, check=True, timeout=900, threads=None, background=False):
-    """tools/<tool> in a new interpreter, as a user runs it (see :func:`run_command` for ``background``)."""
+    """tools/<tool> as a user runs it: a new interpreter, or a fork that starts as one (see FORK_TOOLS; and
+    :func:`run_command` for ``background``)."""
     env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS=str(threads or TOOL_THREADS))
     cmd = [sys.executable, os.path.join(ROOT, 'tools', tool), *map(str, args)]
     return run_command(cmd, env, check=check, timeout=timeout, background=background, name=f'{tool} {args}')
