@@ -67,7 +67,11 @@ def main(argv=None):
         raise SystemExit(f'{args.config}: {e}') from None
     if precision and process_rank() == 0:
         print(precision, flush=True)
-    train(cfg, args.config, args.resume, deepspeed, check_memory_plan=not args.no_memory_plan)
+    checks = []
+    if not args.no_memory_plan:
+        from internvit_dense.memory_plan import stop_if_it_cannot_fit
+        checks.append(stop_if_it_cannot_fit)  # CUDA machines only: stops a run that cannot fit, before the build
+    train(cfg, args.config, args.resume, deepspeed, before_build=checks)
 
 
 if __name__ == '__main__':

@@ -1,14 +1,14 @@
 """One training run from a resolved config: what tools/train.py runs after parsing and merging.
 
-The run holds its work dir (a lock with the holder's pid and host), resumes from inside it, checks
-the memory plan before anything is built, stops on a non-finite loss and writes checkpoints
-atomically (engine/hooks.py, engine/fileio.py); the Runner is mmengine's (FlexibleRunner under
-DeepSpeed).
+The run holds its work dir (a lock with the holder's pid and host), resumes from inside it, runs the
+caller's checks before anything is built (tools/train.py: the memory plan), stops on a non-finite loss
+and writes checkpoints atomically (engine/hooks.py, engine/fileio.py); the Runner is mmengine's
+(FlexibleRunner under DeepSpeed).
 """
 import contextlib
 import os.path as osp
 import sys
-from typing import Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
@@ -132,7 +132,12 @@ def resume_mismatch(model, checkpoint: str, shown: int = 4) -> str:
 
 
 def train(cfg: Config, config_path: str, resume: Optional[str] = None, deepspeed: bool = False,
-          check_memory_plan: bool = True) -> None:
+          before_build: Sequence[Callable[[Config, str], None]] = ()) -> None:
+    """Trains ``cfg`` (read from ``config_path``) with mmengine's Runner, or its FlexibleRunner with ``deepspeed``.
+
+    ``before_build``: checks called as ``check(cfg, config_path)`` once the resume is resolved, before the model
+    is built; one stops the run by raising (tools/train.py passes the memory plan's: the engine is the layer
+    below it and does not import it)."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import FlexibleRunner, Runner
 
@@ -141,9 +146,8 @@ def train(cfg: Config, config_path: str, resume: Optional[str] = None, deepspeed
 
     with run_in_work_dir(cfg.work_dir):  # the lock; a NaN stop or a failed checkpoint write ends with its message
         resolve_resume(cfg, resume, deepspeed=deepspeed)
-        if check_memory_plan:
-            from internvit_dense.memory_plan import stop_if_it_cannot_fit
-            stop_if_it_cannot_fit(cfg, config_path)  # CUDA machines only: before the model is built
+        for check in before_build:
+            check(cfg, config_path)
         add_safety_hooks(cfg)
         # Runner builds the model in its constructor, FlexibleRunner in train(): both inside
         # and, with load_from / --resume (one file), from the training checkpoint loaded over the model
