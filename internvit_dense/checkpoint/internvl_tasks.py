@@ -37,7 +37,7 @@ from typing import Dict, Iterable, List, Optional
 
 import torch
 
-from .formats import CheckpointFormat
+from .formats import CheckpointFormat, register_format
 
 SEG_CONFIGS = 'configs/segmentation'
 CLS_CONFIG = 'configs/classification/internvit_6b_linear_probe_in1k.py'
@@ -45,6 +45,7 @@ CLS_CONFIG = 'configs/classification/internvit_6b_linear_probe_in1k.py'
 FEW_SHOT_ITERS = {16: 5, 8: 10, 4: 20, 2: 40, 1: 80}
 
 
+@register_format
 class InternVLSegFormat(CheckpointFormat):
     """InternVL's ADE20K checkpoints (mmseg 0.30): see the module docstring."""
 
@@ -164,6 +165,7 @@ class InternVLSegFormat(CheckpointFormat):
         return None
 
 
+@register_format
 class InternVLClsFormat(CheckpointFormat):
     """InternVL's linear-probe classification head (``intern_vit_6b_224px_head.pth``): see the module docstring."""
 

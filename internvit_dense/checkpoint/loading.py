@@ -17,7 +17,8 @@ import torch.nn as nn
 
 from .files import CheckpointError, ShardFile, all_keys, checkpoint_files, read_config
 from .hub import resolve_checkpoint
-from .formats import FORMAT_PTH, FORMATS, arch_from_config, detect_format, get_format
+from .backbone_formats import FORMAT_PTH
+from .formats import FORMATS, arch_from_config, detect_format, get_format
 
 
 class CheckpointReader:
