@@ -238,6 +238,14 @@ class ForkedTool:
             if pid not in self._codes:
                 os.kill(pid, signal.SIGKILL)
 
+    def wait(self):
+        """Blocks until every process has ended (and is reaped: after :meth:`kill`, no zombie stays behind)."""
+        while self.poll() is None:
+            for pid in self._pids:
+                if pid not in self._codes:
+                    self._codes[pid] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        return self.returncode
+
     def communicate(self, timeout=None):
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
@@ -270,6 +278,7 @@ def run_command(cmd, env, check=True, timeout=900, background=False, name=None, 
             stdout, stderr = popen.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             popen.kill()
+            popen.wait()  # reaped, not left a zombie for the rest of the run
             raise
         proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
         if check and proc.returncode != 0:

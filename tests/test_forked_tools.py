@@ -99,3 +99,28 @@ def test_a_failing_rank_stops_the_others_as_torchrun_does(tmp_path):
     proc = ForkedTool(cmd, processes)
     proc.communicate(timeout=60)  # rank 0 would sleep for 300 s
     assert proc.returncode == 1
+
+
+
+@forked_only
+@pytest.mark.parametrize('forked', [True, False], ids=['forked', 'new-interpreter'])
+def test_a_run_past_its_timeout_is_killed_and_reaped(tmp_path, monkeypatch, forked):
+    import seg_utils
+    script = tmp_path / 'sleeper.py'
+    script.write_text('import time\ntime.sleep(300)\n')
+    cmd = [sys.executable, str(script)]
+    # run_command forks the tools' scripts only: this one is forked (or not) as a tool's would be
+    monkeypatch.setattr(seg_utils, 'forked_processes', lambda cmd, env: [(cmd[1:], env)] if forked else None)
+    before = set(os.listdir('/proc'))
+    with pytest.raises(subprocess.TimeoutExpired):
+        seg_utils.run_command(cmd, dict(os.environ), timeout=3)
+    left = []
+    for pid in set(os.listdir('/proc')) - before:
+        try:
+            with open(f'/proc/{pid}/stat') as f:
+                state, parent = f.read().rsplit(')', 1)[1].split()[:2]
+        except OSError:  # not a process, or ended meanwhile
+            continue
+        if int(parent) == os.getpid():
+            left.append(f'{pid} ({state})')
+    assert not left, f'the killed run left children of this worker behind: {left}'
