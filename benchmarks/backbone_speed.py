@@ -43,6 +43,8 @@ def parse_args(argv=None):
     p.add_argument('--img-size', type=int, default=224)
     p.add_argument('--batch', type=int, default=4)
     p.add_argument('--rounds', type=int, default=5, help='timed rounds (one call of every candidate each)')
+    p.add_argument('--repeats', type=int, default=1,
+                   help='calls of every candidate per round, the fastest kept (3 on a shared VM)')
     p.add_argument('--dtype', choices=('fp32', 'bf16'), default='fp32')
     p.add_argument('--threads', type=int, default=torch.get_num_threads())
     p.add_argument('--allocator', choices=('keep', 'os'), default='keep',
@@ -56,6 +58,8 @@ def parse_args(argv=None):
         vars(args).update(QUICK)
     if args.img_size % PATCH:
         p.error(f'--img-size must be a multiple of the patch size {PATCH}')
+    if args.repeats < 1:
+        p.error(f'--repeats must be at least 1, got {args.repeats}')
     if args.depth is not None and args.depth < 1:
         p.error(f'--depth must be at least 1, got {args.depth}')
     return args
@@ -181,8 +185,9 @@ def main(argv=None) -> int:
             print(f'{name}: first call (compiles) {first_call[name]:.1f} s', flush=True)
         print('memory of one call of each (torch profiler memory events)', flush=True)
         peaks = {name: extra_peak_mib(fn) for name, fn in cands.items() if name != 'matmul'}
-        print(f'timing {len(cands)} candidates in {args.rounds} alternating rounds', flush=True)
-        sec = time_rounds(cands, args.rounds)
+        print(f'timing {len(cands)} candidates in {args.rounds} alternating rounds'
+              f'{f", the fastest of {args.repeats} calls each" if args.repeats > 1 else ""}', flush=True)
+        sec = time_rounds(cands, args.rounds, repeats=args.repeats)
 
     ips = {n: args.batch / statistics.median(s) for n, s in sec.items() if n != 'matmul'}
     flop_img = forward_flops(ours.arch, args.img_size)
@@ -203,7 +208,8 @@ def main(argv=None) -> int:
             compile_seconds={n: first_call[n] - statistics.median(sec[n]) for n in first_call})
 
     print(f'\nSUMMARY  InternViT {args.arch}{blocks}, {params / 1e6:.1f}M params, {args.img_size}px, '
-          f'batch {args.batch}, {args.dtype}: images/s (median of {args.rounds} rounds), '
+          f'batch {args.batch}, {args.dtype}: images/s (median of {args.rounds} rounds'
+          f'{f", each the fastest of {args.repeats} calls" if args.repeats > 1 else ""}), '
           'ratio = median of per-round ratios')
     rows = []
     measured = [('forward (eval, no grad)', 'forward', 'ours', summary['forward_ratio']),

@@ -22,11 +22,14 @@ if ROOT not in sys.path:
 
 # ------------------------------------------------------------------ time
 def time_rounds(candidates: Dict[str, Callable[[], object]], rounds: int, warmup: int = 1,
-                progress: bool = True) -> Dict[str, List[float]]:
+                progress: bool = True, repeats: int = 1) -> Dict[str, List[float]]:
     """Seconds per call of each candidate, one call each per round, the candidates in turn.
 
     Odd rounds run the candidates in reverse order, so that no candidate always runs right after the
     same other one (a cache or allocator state one call leaves would otherwise favour one side).
+    ``repeats`` > 1: every candidate is called that many times per round (the candidates interleaved, the
+    order reversed every other pass) and the round keeps each one's fastest call, timeit's estimator: on a
+    machine whose neighbours take its cores for seconds at a time (a shared VM), a slow call measures them.
 
     ``torch.utils.benchmark.Timer`` times each call (it synchronises CUDA and keeps torch's thread
     count); the rounds are ours, since the Timer measures one statement at a time.
@@ -40,9 +43,13 @@ def time_rounds(candidates: Dict[str, Callable[[], object]], rounds: int, warmup
             fn()
     seconds = {name: [] for name in candidates}
     for r in range(rounds):
-        names = list(timers) if r % 2 == 0 else list(reversed(timers))
-        for name in names:
-            seconds[name].append(timers[name].timeit(1).median)
+        fastest = {}
+        for k in range(repeats):
+            names = list(timers) if (r + k) % 2 == 0 else list(reversed(timers))
+            for name in names:
+                fastest[name] = min(fastest.get(name, float('inf')), timers[name].timeit(1).median)
+        for name in timers:
+            seconds[name].append(fastest[name])
         if progress:
             print(f'  round {r + 1}/{rounds}: ' + ', '.join(f'{n} {s[-1]:.3f}s' for n, s in seconds.items()),
                   flush=True)

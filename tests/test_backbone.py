@@ -145,3 +145,52 @@ def test_registered_in_mmseg_and_mmdet():
     for registry in (SEG, DET):
         model = registry.build(dict(type='InternViT', arch=dict(TINY_6B), img_size=56, pretrain_size=56))
         assert isinstance(model, InternViT)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_rms_norm_function_forward_is_torchs_and_its_backward_is_the_calculus(dtype):
+    """The hand-written backward of RmsNormFp32StatsFunction: its forward bit-equals torch's rms_norm composite
+    (fp32 statistics, cast, weight applied in the compute dtype: the released model's InternRMSNorm); its
+    gradients equal autograd's of that composite, and in float64 torch's numerical gradcheck."""
+    norm = internvit_mod.make_norm('rms_norm', 48, 1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(48) * 0.1 + 1)
+    norm = norm.to(dtype)
+    x = (torch.randn(2, 5, 48) * 3).to(dtype)
+    g = torch.randn(2, 5, 48).to(dtype)
+
+    def composite(x, w):
+        return torch.nn.functional.rms_norm(x.float(), (48,), eps=1e-6).to(x.dtype) * w.to(x.dtype)
+
+    xa, wa = x.clone().requires_grad_(), norm.weight.detach().clone().requires_grad_()
+    expected = composite(xa, wa)
+    expected.backward(g)
+    xb = x.clone().requires_grad_()
+    got = norm(xb)
+    got.backward(g)
+    assert torch.equal(got, expected)
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=0.02, rtol=0.02)
+    torch.testing.assert_close(xb.grad, xa.grad, **tol)
+    torch.testing.assert_close(norm.weight.grad, wa.grad, **tol)
+    x64 = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+    w64 = (torch.randn(7, dtype=torch.float64) + 1).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, w: internvit_mod.RmsNormFp32StatsFunction.apply(x, w, 1e-6), (x64, w64))
+
+
+def test_patch_embedding_gemm_equals_timms_conv():
+    """PatchEmbedGemm computes timm's PatchEmbed (a strided conv) as one GEMM over the patches: same output and
+    same weight gradient, any grid (not square, not the built size)."""
+    from timm.layers import PatchEmbed
+    conv = PatchEmbed(28, 14, 3, 32, strict_img_size=False, dynamic_img_pad=False).double()
+    gemm = internvit_mod.PatchEmbedGemm(28, 14, 3, 32, strict_img_size=False, dynamic_img_pad=False).double()
+    gemm.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 3, 42, 70, dtype=torch.float64)
+    a, b = conv(x), gemm(x)
+    torch.testing.assert_close(b, a, atol=1e-12, rtol=1e-12)
+    g = torch.randn_like(a)
+    a.backward(g)
+    b.backward(g)
+    for p, q in zip(conv.parameters(), gemm.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-10, rtol=1e-10)
+    with pytest.raises(ValueError, match='whole 14x14 patches'):
+        gemm(torch.randn(1, 3, 30, 28, dtype=torch.float64))

@@ -87,17 +87,66 @@ def default_dtype(dtype: torch.dtype):
         torch.set_default_dtype(old)
 
 
+class RmsNormFp32StatsFunction(torch.autograd.Function):
+    """RMSNorm with fp32 statistics, the released model's arithmetic (see :class:`RmsNormFp32Stats`), with
+    its backward written out: torch's ``rms_norm`` on a CPU is a composite of ~8 element-wise ops whose
+    autograd graph keeps an fp32 copy of the input and runs ~15 passes over it backward. Here the forward is
+    the same ops in the same order (bit-identical output), normalising in place in its own fp32 copy, and
+    backward keeps only the input (in its own dtype) and the normalised tokens; the gradient is
+    ``rstd * (g*w - x * rstd^2 * mean(g*w * x))``. 1.68x faster forward + backward than the composite at
+    6B width in bf16 (1025 x 3200 tokens), and 2 bytes kept per element instead of 6. Written here because
+    torch has no fused CPU kernel for it (``_fused_rms_norm`` is the same composite on a CPU)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))  # fp32 at least (fp64 stays, for gradcheck)
+        rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True).add_(eps))
+        # in place only in a copy of our own: in fp32, xf is x
+        normed = (xf * rstd if xf.dtype == x.dtype else xf.mul_(rstd)).to(x.dtype)
+        ctx.save_for_backward(x, rstd, weight, normed)
+        return normed * weight.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, rstd, weight, normed = ctx.saved_tensors
+        grad_weight = grad_x = None
+        if ctx.needs_input_grad[1]:  # as autograd computes ``normed * weight``'s: in the compute dtype
+            grad_weight = (grad * normed).sum(tuple(range(grad.ndim - 1))).to(weight.dtype)
+        if ctx.needs_input_grad[0]:
+            xf = x.to(rstd.dtype)
+            grad_normed = (grad * weight.to(grad.dtype)).to(rstd.dtype)  # a new tensor: written in place below
+            dot = (grad_normed * xf).mean(-1, keepdim=True).mul_(rstd.pow(3))
+            grad_x = torch.addcmul(grad_normed.mul_(rstd), xf, dot, value=-1).to(x.dtype)
+        return grad_x, grad_weight, None
+
+
 class RmsNormFp32Stats(RmsNormFp32):
     """RMSNorm as the released InternViT computes it (InternVL's ``InternRMSNorm``, also transformers'):
     statistics and normalisation in fp32, the result cast back to the input's dtype, then the weight
     applied in that dtype. timm's ``RmsNormFp32`` applies the weight in fp32 before the cast: identical
     in fp32; in bf16 it keeps an fp32 copy of the normalised tokens for the weight's gradient (4 per
     block, +5% training memory at 6B width) and runs that multiply and its backward at twice the bytes.
+    Computed by :class:`RmsNormFp32StatsFunction` (same forward, a backward of fewer passes).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        normed = F.rms_norm(x.float(), self.normalized_shape, eps=self.eps).to(x.dtype)
-        return normed * self.weight.to(x.dtype)
+        return RmsNormFp32StatsFunction.apply(x, self.weight, self.eps)
+
+
+class PatchEmbedGemm(PatchEmbed):
+    """timm's ``PatchEmbed`` (same ``proj`` conv weights, same checkpoints), run as one GEMM over the
+    non-overlapping patches: a conv whose kernel equals its stride is exactly that product. On a CPU the
+    backward of mkldnn's bf16 strided conv took 92 ms where the GEMM takes 7.7 (6B width, 4 x 224; the patch
+    embedding's weight gradient in every full-tuning step). Inputs are whole patches (``prepare_tokens`` crops)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        (ph, pw), (h, w) = self.patch_size, (H // self.patch_size[0], W // self.patch_size[1])
+        if (h * ph, w * pw) != (H, W):
+            raise ValueError(f'PatchEmbedGemm takes whole {ph}x{pw} patches, got {H}x{W}')
+        patches = x.reshape(B, C, h, ph, w, pw).permute(0, 2, 4, 1, 3, 5).reshape(B, h * w, C * ph * pw)
+        weight = self.proj.weight.reshape(self.proj.out_channels, -1)  # (out, C, ph, pw): the patches' order
+        return self.norm(F.linear(patches, weight, self.proj.bias))
 
 
 def make_norm(norm_type: str, dims: int, eps: float) -> nn.Module:
@@ -201,9 +250,12 @@ class Attention(nn.Module):
         B, N, C = x.shape
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         if self.qk_normalization:
-            # Normalised before the head split: the statistics span all heads. v copied out of the qkv output:
-            # as a view, saved for backward, it would keep q's and k's un-normalised thirds alive too.
-            q, k, v = self.q_norm(q), self.k_norm(k), v.contiguous()
+            # Normalised before the head split: the statistics span all heads.
+            q, k = self.q_norm(q), self.k_norm(k)
+            if not isinstance(self.q_norm, RmsNormFp32Stats):
+                # LayerNorm keeps fp32 copies of q and k for backward; a view v, saved by attention, would keep
+                # the whole qkv output alive too: copied out. (RMSNorm keeps its input, that output, anyway.)
+                v = v.contiguous()
         impl = select_attn_impl(self.attn_impl, q)  # on what the kernel gets: bf16 under autocast
         if key_mask is not None and impl == 'flash':
             impl = 'sdpa'  # flash_attn_func takes no mask; only padded windows get here
@@ -496,8 +548,8 @@ class InternViT(BaseModule):
         self.with_cp = with_cp
         self.out_indices = self._normalise_indices(out_indices)
 
-        self.patch_embed = PatchEmbed(img_size, self.patch_size, in_channels, self.embed_dims,
-                                      strict_img_size=False, dynamic_img_pad=False)
+        self.patch_embed = PatchEmbedGemm(img_size, self.patch_size, in_channels, self.embed_dims,
+                                          strict_img_size=False, dynamic_img_pad=False)
         self.pretrain_grid = (self.pretrain_size // self.patch_size,) * 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + math.prod(self.pretrain_grid), self.embed_dims))
