@@ -194,3 +194,15 @@ def test_patch_embedding_gemm_equals_timms_conv():
         torch.testing.assert_close(q.grad, p.grad, atol=1e-10, rtol=1e-10)
     with pytest.raises(ValueError, match='whole 14x14 patches'):
         gemm(torch.randn(1, 3, 30, 28, dtype=torch.float64))
+
+
+def test_rms_norm_runs_its_function_on_a_cpu_and_torchs_fused_kernel_elsewhere(monkeypatch):
+    """The hand-written backward pays on a CPU, where torch's rms_norm is a composite; on a GPU torch's is one
+    fused kernel each way. The dispatch, seen on the meta device (no GPU here: nothing claims a kernel ran)."""
+    calls = []
+    real = internvit_mod.RmsNormFp32StatsFunction.apply
+    monkeypatch.setattr(internvit_mod.RmsNormFp32StatsFunction, 'apply', lambda *a: calls.append(1) or real(*a))
+    norm = internvit_mod.make_norm('rms_norm', 16, 1e-6).to(torch.bfloat16)
+    assert norm(torch.randn(2, 16, dtype=torch.bfloat16)).dtype == torch.bfloat16 and calls == [1]
+    out = norm.to('meta')(torch.randn(2, 16, dtype=torch.bfloat16, device='meta'))
+    assert (out.dtype, out.device.type, calls) == (torch.bfloat16, 'meta', [1])

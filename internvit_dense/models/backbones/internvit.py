@@ -126,11 +126,19 @@ class RmsNormFp32Stats(RmsNormFp32):
     applied in that dtype. timm's ``RmsNormFp32`` applies the weight in fp32 before the cast: identical
     in fp32; in bf16 it keeps an fp32 copy of the normalised tokens for the weight's gradient (4 per
     block, +5% training memory at 6B width) and runs that multiply and its backward at twice the bytes.
-    Computed by :class:`RmsNormFp32StatsFunction` (same forward, a backward of fewer passes).
+    On a CPU computed by :class:`RmsNormFp32StatsFunction` (same forward, a backward of fewer passes); on a
+    GPU torch's ``rms_norm`` is one fused kernel each way, and is used as it is.
     """
 
+    @staticmethod
+    def saves_its_input(x: torch.Tensor) -> bool:
+        """Whether backward keeps ``x`` itself (a view stays a view) rather than an fp32 copy of it."""
+        return x.device.type == 'cpu'
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return RmsNormFp32StatsFunction.apply(x, self.weight, self.eps)
+        if self.saves_its_input(x):
+            return RmsNormFp32StatsFunction.apply(x, self.weight, self.eps)
+        return F.rms_norm(x.float(), self.normalized_shape, eps=self.eps).to(x.dtype) * self.weight.to(x.dtype)
 
 
 class PatchEmbedGemm(PatchEmbed):
@@ -252,9 +260,10 @@ class Attention(nn.Module):
         if self.qk_normalization:
             # Normalised before the head split: the statistics span all heads.
             q, k = self.q_norm(q), self.k_norm(k)
-            if not isinstance(self.q_norm, RmsNormFp32Stats):
-                # LayerNorm keeps fp32 copies of q and k for backward; a view v, saved by attention, would keep
-                # the whole qkv output alive too: copied out. (RMSNorm keeps its input, that output, anyway.)
+            if not (isinstance(self.q_norm, RmsNormFp32Stats) and self.q_norm.saves_its_input(q)):
+                # The norms keep fp32 copies of q and k for backward; a view v, saved by attention, would keep
+                # the whole qkv output alive too: copied out. (Where they keep their inputs, views of that
+                # output, it is alive anyway.)
                 v = v.contiguous()
         impl = select_attn_impl(self.attn_impl, q)  # on what the kernel gets: bf16 under autocast
         if key_mask is not None and impl == 'flash':
