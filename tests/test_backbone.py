@@ -185,13 +185,20 @@ def test_patch_embedding_gemm_equals_timms_conv():
     gemm = internvit_mod.PatchEmbedGemm(28, 14, 3, 32, strict_img_size=False, dynamic_img_pad=False).double()
     gemm.load_state_dict(conv.state_dict())
     x = torch.randn(2, 3, 42, 70, dtype=torch.float64)
-    a, b = conv(x), gemm(x)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()  # images needing gradients too, for once
+    a, b = conv(xa), gemm(xb)
     torch.testing.assert_close(b, a, atol=1e-12, rtol=1e-12)
     g = torch.randn_like(a)
     a.backward(g)
     b.backward(g)
     for p, q in zip(conv.parameters(), gemm.parameters()):
         torch.testing.assert_close(q.grad, p.grad, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(xb.grad, xa.grad, atol=1e-10, rtol=1e-10)
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: internvit_mod.PatchGemmFunction.apply(x, w, b, (14, 14)),
+        (torch.randn(1, 2, 28, 14, dtype=torch.float64, requires_grad=True),
+         torch.randn(3, 2, 14, 14, dtype=torch.float64, requires_grad=True),
+         torch.randn(3, dtype=torch.float64, requires_grad=True)))
     with pytest.raises(ValueError, match='whole 14x14 patches'):
         gemm(torch.randn(1, 3, 30, 28, dtype=torch.float64))
 
@@ -206,3 +213,21 @@ def test_rms_norm_runs_its_function_on_a_cpu_and_torchs_fused_kernel_elsewhere(m
     assert norm(torch.randn(2, 16, dtype=torch.bfloat16)).dtype == torch.bfloat16 and calls == [1]
     out = norm.to('meta')(torch.randn(2, 16, dtype=torch.bfloat16, device='meta'))
     assert (out.dtype, out.device.type, calls) == (torch.bfloat16, 'meta', [1])
+
+
+def test_patch_embedding_gemm_under_bf16_autocast_gives_each_gradient_in_its_dtype():
+    """Under autocast the GEMM runs in bf16 (as F.linear's would) and the fp32 weights get fp32 gradients."""
+    from timm.layers import PatchEmbed
+    conv = PatchEmbed(28, 14, 3, 16, strict_img_size=False, dynamic_img_pad=False)
+    gemm = internvit_mod.PatchEmbedGemm(28, 14, 3, 16, strict_img_size=False, dynamic_img_pad=False)
+    gemm.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 3, 28, 42)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        a, b = conv(x), gemm(x)
+    assert b.dtype == a.dtype == torch.bfloat16
+    torch.testing.assert_close(b.float(), a.float(), atol=0.05, rtol=0.02)
+    (a.float() ** 2).sum().backward()
+    (b.float() ** 2).sum().backward()
+    for p, q in zip(conv.parameters(), gemm.parameters()):
+        assert q.grad.dtype == p.grad.dtype == torch.float32
+        torch.testing.assert_close(q.grad, p.grad, atol=0.05 * p.grad.abs().max().item(), rtol=0.05)

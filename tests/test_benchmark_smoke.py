@@ -1,4 +1,4 @@
-"""benchmarks/backbone_speed.py end to end on its tiny --quick configuration."""
+"""The benchmarks end to end on their tiny --quick configurations."""
 import contextlib
 import importlib.util
 import io
@@ -93,3 +93,18 @@ def test_quick_encoder_extract_benchmark_prints_what_it_measured(tmp_path):
     # the two implementations of InternViT-300M agree on the checkpoint's grid
     assert record['agreement']['448']['max_abs_diff'] < 1e-4
     assert '448 px (the checkpoint grid): max |diff|' in out
+
+
+def test_quick_parts_benchmark_times_each_fast_path_against_what_it_replaced(tmp_path):
+    out_json = tmp_path / 'parts.json'
+    proc = bench('backbone_parts.py', '--quick', '--json', out_json, timeout=120)
+    assert proc.returncode == 0, f'benchmark failed:\n{proc.stdout}\n{proc.stderr}'
+    out, record = proc.stdout, json.loads(out_json.read_text())
+    assert record['max_abs_diff']['patch'] < 1e-4 and record['max_abs_diff']['rms'] < 1e-6  # same arithmetic
+    for label, ours, replaced in [('patch embedding', 'patch/gemm', 'patch/conv'),
+                                  ('RMSNorm (one of 4 per block)', 'rms/function', 'rms/autograd')]:
+        row = next((line for line in out.splitlines() if line.startswith(label)), None)
+        assert row is not None, out
+        speedup = float(re.match(NUMBER, row.split('|')[3].strip()).group(1))
+        assert speedup == pytest.approx(record['speedup'][label], abs=1e-3)  # printed = recorded
+        assert len(record['seconds'][ours]) == len(record['seconds'][replaced]) == 3

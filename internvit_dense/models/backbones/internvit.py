@@ -92,10 +92,11 @@ class RmsNormFp32StatsFunction(torch.autograd.Function):
     its backward written out: torch's ``rms_norm`` on a CPU is a composite of ~8 element-wise ops whose
     autograd graph keeps an fp32 copy of the input and runs ~15 passes over it backward. Here the forward is
     the same ops in the same order (bit-identical output), normalising in place in its own fp32 copy, and
-    backward keeps only the input (in its own dtype) and the normalised tokens; the gradient is
-    ``rstd * (g*w - x * rstd^2 * mean(g*w * x))``. 1.68x faster forward + backward than the composite at
-    6B width in bf16 (1025 x 3200 tokens), and 2 bytes kept per element instead of 6. Written here because
-    torch has no fused CPU kernel for it (``_fused_rms_norm`` is the same composite on a CPU)."""
+    backward keeps only the input (in its own dtype: for q and k, views of the qkv output attention keeps
+    anyway) and the normalised tokens, 4 bytes per element in bf16 where autograd keeps 6 (an fp32 copy of
+    the input too); the gradient is ``rstd * (g*w - x * rstd^2 * mean(g*w * x))``. Forward + backward 1.68x
+    faster than the composite at 6B width in bf16 (1025 x 3200 tokens, 2 threads). Written here because torch
+    has no fused CPU kernel for it (``_fused_rms_norm`` is that same composite on a CPU)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -141,20 +142,62 @@ class RmsNormFp32Stats(RmsNormFp32):
         return F.rms_norm(x.float(), self.normalized_shape, eps=self.eps).to(x.dtype) * self.weight.to(x.dtype)
 
 
+def to_patches(images: torch.Tensor, patch: Tuple[int, int]) -> torch.Tensor:
+    """(B, C, H, W) whole patches -> (B, h*w, C*ph*pw), each row one patch in the conv kernel's (C, ph, pw) order."""
+    B, C, H, W = images.shape
+    (ph, pw), (h, w) = patch, (H // patch[0], W // patch[1])
+    return images.reshape(B, C, h, ph, w, pw).permute(0, 2, 4, 1, 3, 5).reshape(B, h * w, C * ph * pw)
+
+
+def from_patches(rows: torch.Tensor, image_shape: torch.Size, patch: Tuple[int, int]) -> torch.Tensor:
+    """The inverse of :func:`to_patches`."""
+    B, C, H, W = image_shape
+    (ph, pw), (h, w) = patch, (H // patch[0], W // patch[1])
+    return rows.reshape(B, h, w, C, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(B, C, H, W)
+
+
+class PatchGemmFunction(torch.autograd.Function):
+    """A conv whose kernel equals its stride, as one GEMM over the patches. Backward keeps the images (alive
+    anyway: the batch), not the patch matrix autograd would keep, and makes that matrix again for the weight
+    gradient (a copy of the images): no more memory than the conv it replaces. Gradients as autograd's of
+    ``F.linear`` (the same GEMMs and sum)."""
+
+    @staticmethod
+    def forward(ctx, images: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                patch: Tuple[int, int]) -> torch.Tensor:
+        ctx.save_for_backward(images, weight)
+        ctx.patch, ctx.bias_dtype = patch, None if bias is None else bias.dtype
+        return F.linear(to_patches(images, patch), weight.reshape(weight.shape[0], -1), bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        images, weight = ctx.saved_tensors
+        rows = grad.reshape(-1, grad.shape[-1])
+        # in the dtype the forward's GEMM ran in (autocast's, where it was on), each gradient in its input's dtype
+        kernel = weight.reshape(weight.shape[0], -1).to(rows.dtype)
+        grad_images = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_images = from_patches(rows @ kernel, images.shape, ctx.patch).to(images.dtype)
+        if ctx.needs_input_grad[1]:
+            patches = to_patches(images, ctx.patch).reshape(rows.shape[0], -1).to(rows.dtype)
+            grad_weight = (rows.t() @ patches).reshape(weight.shape).to(weight.dtype)
+        if ctx.needs_input_grad[2]:
+            grad_bias = rows.sum(0).to(ctx.bias_dtype)
+        return grad_images, grad_weight, grad_bias, None
+
+
 class PatchEmbedGemm(PatchEmbed):
-    """timm's ``PatchEmbed`` (same ``proj`` conv weights, same checkpoints), run as one GEMM over the
-    non-overlapping patches: a conv whose kernel equals its stride is exactly that product. On a CPU the
-    backward of mkldnn's bf16 strided conv took 92 ms where the GEMM takes 7.7 (6B width, 4 x 224; the patch
-    embedding's weight gradient in every full-tuning step). Inputs are whole patches (``prepare_tokens`` crops)."""
+    """timm's ``PatchEmbed`` (same ``proj`` conv weights, same checkpoints), computed by
+    :class:`PatchGemmFunction`: on a CPU the backward of mkldnn's bf16 strided conv took 92 ms where the GEMMs
+    take 7.7 (6B width, 4 x 224; the patch embedding's weight gradient in every full-tuning step). Inputs are
+    whole patches (``prepare_tokens`` crops)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
-        (ph, pw), (h, w) = self.patch_size, (H // self.patch_size[0], W // self.patch_size[1])
-        if (h * ph, w * pw) != (H, W):
+        H, W = x.shape[-2:]
+        ph, pw = self.patch_size
+        if H % ph or W % pw:
             raise ValueError(f'PatchEmbedGemm takes whole {ph}x{pw} patches, got {H}x{W}')
-        patches = x.reshape(B, C, h, ph, w, pw).permute(0, 2, 4, 1, 3, 5).reshape(B, h * w, C * ph * pw)
-        weight = self.proj.weight.reshape(self.proj.out_channels, -1)  # (out, C, ph, pw): the patches' order
-        return self.norm(F.linear(patches, weight, self.proj.bias))
+        return self.norm(PatchGemmFunction.apply(x, self.proj.weight, self.proj.bias, (ph, pw)))
 
 
 def make_norm(norm_type: str, dims: int, eps: float) -> nn.Module:
