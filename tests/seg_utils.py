@@ -150,7 +150,8 @@ def _become_new_interpreter(argv, env, stdout_fd, stderr_fd):
     for sig in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
         if callable(signal.getsignal(sig)):
             signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGINT) == signal.SIG_DFL:  # Python's rule: an ignored SIGINT (a background job's)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # stays ignored in a new interpreter too
     logging.root.handlers.clear()
     logging.root.setLevel(logging.WARNING)
     warnings.filters[:] = IMPORTED_FILTERS
