@@ -111,8 +111,8 @@ def main(argv=None) -> int:
                                   ('RMSNorm (one of 4 per block)', 'rms/function', 'rms/autograd')]:
         ratio = median_ratio(sec[replaced], sec[ours])
         summary[label] = ratio
-        rows.append([label, f'{statistics.median(sec[ours]) * 1e3:.2f}', f'{statistics.median(sec[replaced]) * 1e3:.2f}',
-                     f'{ratio:.3f}x', ' '.join(f'{r / o:.2f}' for o, r in zip(sec[ours], sec[replaced]))])
+        ms = [f'{statistics.median(sec[name]) * 1e3:.2f}' for name in (ours, replaced)]
+        rows.append([label, *ms, f'{ratio:.3f}x', ' '.join(f'{r / o:.2f}' for o, r in zip(sec[ours], sec[replaced]))])
     print(f'\nSUMMARY  forward + backward, ms (median of {args.rounds} rounds, each the fastest of {args.repeats} '
           'calls); speed-up = median of per-round ratios (replaced / ours)')
     print_table(['part', 'ours ms', 'replaced ms', 'speed-up', 'per round'], rows)

@@ -13,6 +13,7 @@ The targets these figures are held to are in docs/benchmarks.md.
     python benchmarks/backbone_speed.py --dtype bf16 --batch 8
     python benchmarks/backbone_speed.py --quick         # the tiny model, seconds: a smoke test
     python benchmarks/backbone_speed.py --compile       # also ours with compile=True (torch.compile of the blocks)
+    python benchmarks/backbone_speed.py --profile 4     # then where a full training step's time goes, op by op
     python benchmarks/backbone_speed.py --arch 6b --depth 2 --dtype bf16 --batch 1 --img-size 448
                                                         # InternViT-6B's real width on a 2-block slice
 """
@@ -51,6 +52,9 @@ def parse_args(argv=None):
                    help="'keep': freed memory stays in the process, as tools/train.py runs; 'os': glibc's default")
     p.add_argument('--compile', action='store_true',
                    help='also time ours built with compile=True (forward and full step), and its compile time')
+    p.add_argument('--profile', type=int, default=0, metavar='STEPS',
+                   help='then profile this many full training steps of each (alternating) and print the ops\' '
+                        'self CPU time per step side by side: where the time goes')
     p.add_argument('--quick', action='store_true', help=f'smoke test: {QUICK}')
     p.add_argument('--json', help='where to write the record (default work_dirs/benchmark/)')
     args = p.parse_args(argv)
@@ -163,6 +167,29 @@ def candidates(args, ours, theirs, frozen, compiled, dtype):
     return cands, 2.0 * m * k * n
 
 
+def profile_steps(cands, steps: int, shown: int = 16) -> dict:
+    """{op: [ours ms, transformers' ms]} of self CPU time per full training step (torch's profiler, ``steps`` of
+    each, alternating), printed as a table of the ops that take longest in either, with their difference."""
+    from torch.profiler import ProfilerActivity, profile
+    names = ('train-full/ours', 'train-full/transformers')
+    per_step = {}
+    print(f'profiling {steps} full training steps of each', flush=True)
+    for i in range(steps):
+        for col, name in (enumerate(names) if i % 2 == 0 else reversed(list(enumerate(names)))):
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                cands[name]()
+            for event in prof.key_averages():
+                per_step.setdefault(event.key, [0.0, 0.0])[col] += event.self_cpu_time_total / 1e3 / steps
+    totals = [sum(v[c] for v in per_step.values()) for c in (0, 1)]
+    top = sorted(per_step, key=lambda k: -max(per_step[k]))[:shown]
+    print(f'\nself CPU time per full training step, ms (torch profiler, {steps} steps each): ours {totals[0]:.1f}, '
+          f'transformers {totals[1]:.1f}')
+    print_table(['op', 'ours ms', 'transformers ms', 'ours - transformers'],
+                [[k[:60], f'{per_step[k][0]:.1f}', f'{per_step[k][1]:.1f}', f'{per_step[k][0] - per_step[k][1]:+.1f}']
+                 for k in top])
+    return dict(per_step_ms=per_step, total_ms=totals)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -188,6 +215,7 @@ def main(argv=None) -> int:
         print(f'timing {len(cands)} candidates in {args.rounds} alternating rounds'
               f'{f", the fastest of {args.repeats} calls each" if args.repeats > 1 else ""}', flush=True)
         sec = time_rounds(cands, args.rounds, repeats=args.repeats)
+        ops = profile_steps(cands, args.profile) if args.profile else None
 
     ips = {n: args.batch / statistics.median(s) for n, s in sec.items() if n != 'matmul'}
     flop_img = forward_flops(ours.arch, args.img_size)
@@ -237,7 +265,7 @@ def main(argv=None) -> int:
               f"timed one): forward {compile_s['forward/ours-compiled']:.1f} s, "
               f"train step {compile_s['train-full/ours-compiled']:.1f} s")
     path = write_record(dict(config=vars(args), params=params, max_abs_diff=diff, seconds=sec,
-                             images_per_second=ips, peak_extra_mib=peaks, summary=summary), args.json,
+                             images_per_second=ips, peak_extra_mib=peaks, summary=summary, profile=ops), args.json,
                         name='backbone_speed')
     print(f'record: {path}')
     return 0

@@ -39,7 +39,7 @@ def bench(script, *args, timeout):
 
 def test_quick_benchmark_reports_both_implementations(tmp_path):
     out_json = tmp_path / 'bench.json'
-    proc = bench('backbone_speed.py', '--quick', '--json', out_json, timeout=180)
+    proc = bench('backbone_speed.py', '--quick', '--profile', '1', '--json', out_json, timeout=180)
     assert proc.returncode == 0, f'benchmark failed:\n{proc.stdout}\n{proc.stderr}'
     out = proc.stdout
     assert 'SUMMARY' in out, out
@@ -59,6 +59,12 @@ def test_quick_benchmark_reports_both_implementations(tmp_path):
     full = next(line for line in out.splitlines() if line.startswith('train step, full'))
     assert all(re.match(NUMBER, c.strip()) for c in full.split('|')[1:6]), full
     assert re.search(r'our forward runs at \d+\.\d% of it', out), out
+    # the profile: per-op self time of both full steps, the printed totals the recorded ones
+    totals = re.search(rf'per full training step, ms \(torch profiler, 1 steps each\): ours {NUMBER}, '
+                       rf'transformers {NUMBER}', out)
+    assert totals, out
+    assert [float(t) for t in totals.groups()] == pytest.approx(record['profile']['total_ms'], abs=0.1)
+    assert record['profile']['per_step_ms']['aten::mm'][0] > 0 and record['profile']['per_step_ms']['aten::mm'][1] > 0
 
 
 def test_quick_linear_probe_benchmark_prints_what_it_measured(tmp_path):
