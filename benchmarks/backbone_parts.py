@@ -18,10 +18,9 @@ import statistics
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from common import median_ratio, print_table, time_rounds, write_record  # noqa: E402
+from common import add_timing_arguments, median_ratio, print_table, time_rounds, write_record  # noqa: E402
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 PATCH = 14
 QUICK = dict(arch='tiny', img_size=56, batch=2, rounds=3, repeats=1)
@@ -33,11 +32,8 @@ def parse_args(argv=None):
     p.add_argument('--img-size', type=int, default=224)
     p.add_argument('--batch', type=int, default=4)
     p.add_argument('--dtype', choices=('fp32', 'bf16'), default='bf16')
-    p.add_argument('--rounds', type=int, default=7)
-    p.add_argument('--repeats', type=int, default=3, help='calls of each per round, the fastest kept')
-    p.add_argument('--threads', type=int, default=torch.get_num_threads())
     p.add_argument('--quick', action='store_true', help=f'smoke test: {QUICK}')
-    p.add_argument('--json', help='where to write the record (default work_dirs/benchmark/)')
+    add_timing_arguments(p, rounds=7, repeats=3)
     args = p.parse_args(argv)
     if args.quick:
         vars(args).update(QUICK)
@@ -74,15 +70,15 @@ def patch_embedding(args, dims, dtype):
 
 
 def rms_norm(args, dims, eps, dtype):
-    from internvit_dense.models.backbones.internvit import make_norm
+    from internvit_dense.models.backbones.internvit import make_norm, rms_norm_through_autograd
     norm = make_norm('rms_norm', dims, eps).to(dtype)
     gen = torch.Generator().manual_seed(1)
     tokens = (args.batch, (args.img_size // PATCH) ** 2 + 1, dims)
     x = torch.randn(*tokens, generator=gen).to(dtype).requires_grad_()
     grad = torch.randn(*tokens, generator=gen).to(dtype)
 
-    def autograd_composite(t):  # the released arithmetic through torch's ops, as RmsNormFp32Stats ran before
-        return F.rms_norm(t.float(), (dims,), eps=eps).to(t.dtype) * norm.weight.to(t.dtype)
+    def autograd_composite(t):  # as RmsNormFp32Stats ran before, and still runs on a GPU
+        return rms_norm_through_autograd(t, norm.weight, eps)
 
     with torch.no_grad():
         diff = (norm(x).float() - autograd_composite(x).float()).abs().max().item()

@@ -25,7 +25,8 @@ import tempfile
 import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from common import extra_peak_mib, median_ratio, print_table, time_rounds, write_record  # noqa: E402
+from common import (add_timing_arguments, extra_peak_mib, median_ratio, print_table, time_rounds,  # noqa: E402
+                    write_record)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -43,11 +44,7 @@ def parse_args(argv=None):
                         "that the 6B width is measurable on any machine (every block costs the same)")
     p.add_argument('--img-size', type=int, default=224)
     p.add_argument('--batch', type=int, default=4)
-    p.add_argument('--rounds', type=int, default=5, help='timed rounds (one call of every candidate each)')
-    p.add_argument('--repeats', type=int, default=1,
-                   help='calls of every candidate per round, the fastest kept (3 on a shared VM)')
     p.add_argument('--dtype', choices=('fp32', 'bf16'), default='fp32')
-    p.add_argument('--threads', type=int, default=torch.get_num_threads())
     p.add_argument('--allocator', choices=('keep', 'os'), default='keep',
                    help="'keep': freed memory stays in the process, as tools/train.py runs; 'os': glibc's default")
     p.add_argument('--compile', action='store_true',
@@ -56,14 +53,12 @@ def parse_args(argv=None):
                    help='then profile this many full training steps of each (alternating) and print the ops\' '
                         'self CPU time per step side by side: where the time goes')
     p.add_argument('--quick', action='store_true', help=f'smoke test: {QUICK}')
-    p.add_argument('--json', help='where to write the record (default work_dirs/benchmark/)')
+    add_timing_arguments(p, rounds=5, repeats=1)
     args = p.parse_args(argv)
     if args.quick:
         vars(args).update(QUICK)
     if args.img_size % PATCH:
         p.error(f'--img-size must be a multiple of the patch size {PATCH}')
-    if args.repeats < 1:
-        p.error(f'--repeats must be at least 1, got {args.repeats}')
     if args.depth is not None and args.depth < 1:
         p.error(f'--depth must be at least 1, got {args.depth}')
     return args

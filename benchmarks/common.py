@@ -21,6 +21,25 @@ if ROOT not in sys.path:
 
 
 # ------------------------------------------------------------------ time
+def add_timing_arguments(parser, rounds: int, repeats: int):
+    """--rounds, --repeats (see :func:`time_rounds`), --threads and --json, as the timing benchmarks take them."""
+    import argparse
+
+    import torch
+
+    def at_least_one(text):
+        if int(text) < 1:
+            raise argparse.ArgumentTypeError(f'must be at least 1, got {text}')
+        return int(text)
+
+    parser.add_argument('--rounds', type=at_least_one, default=rounds,
+                        help='timed rounds (every candidate called in each)')
+    parser.add_argument('--repeats', type=at_least_one, default=repeats,
+                        help='calls of every candidate per round, the fastest kept (3 on a shared VM)')
+    parser.add_argument('--threads', type=int, default=torch.get_num_threads())
+    parser.add_argument('--json', help='where to write the record (default work_dirs/benchmark/)')
+
+
 def time_rounds(candidates: Dict[str, Callable[[], object]], rounds: int, warmup: int = 1,
                 progress: bool = True, repeats: int = 1) -> Dict[str, List[float]]:
     """Seconds per call of each candidate, one call each per round, the candidates in turn.

@@ -101,7 +101,6 @@ def test_a_failing_rank_stops_the_others_as_torchrun_does(tmp_path):
     assert proc.returncode == 1
 
 
-
 @forked_only
 @pytest.mark.parametrize('forked', [True, False], ids=['forked', 'new-interpreter'])
 def test_a_run_past_its_timeout_is_killed_and_reaped(tmp_path, monkeypatch, forked):

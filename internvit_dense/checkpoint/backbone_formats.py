@@ -45,6 +45,20 @@ class _HFDirectory(CheckpointFormat):
         return dict(arch=arch, patch_size=_square(cfg.get('patch_size', 14)),
                     pretrain_size=_square(cfg.get('image_size', 224)), in_channels=cfg.get('num_channels', 3))
 
+    def from_ours(self, state_dict):
+        top = {ours: theirs for theirs, ours in self.top.items()}
+        out = {}
+        for key, value in state_dict.items():
+            if key in top:
+                out[top[key]] = value
+            else:
+                out.update(self._block_tensor_to_theirs(key, *_block(key), value))
+        return out
+
+    def _block_tensor_to_theirs(self, key: str, idx: str, rest: str, value: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Our block ``idx``'s tensor ``rest`` (``key`` in full) under this layout's name(s)."""
+        raise NotImplementedError
+
     @staticmethod
     def _core_config(arch: dict) -> dict:
         a = arch['arch']
@@ -75,17 +89,9 @@ class OpenGVLabHFFormat(_HFDirectory):
         rest = m.group(2)
         return f'blocks.{m.group(1)}.{self._renamed.get(rest, rest)}'
 
-    def from_ours(self, state_dict):
-        top = {ours: theirs for theirs, ours in self.top.items()}
+    def _block_tensor_to_theirs(self, key, idx, rest, value):
         back = {ours: theirs for theirs, ours in self._renamed.items()}
-        out = {}
-        for key, value in state_dict.items():
-            if key in top:
-                out[top[key]] = value
-                continue
-            idx, rest = _block(key)
-            out[f'encoder.layers.{idx}.{back.get(rest, rest)}'] = value
-        return out
+        return {f'encoder.layers.{idx}.{back.get(rest, rest)}': value}
 
     def matches_config(self, cfg):
         cfg = cfg.get('vision_config', cfg)
@@ -148,26 +154,15 @@ class TransformersFormat(_HFDirectory):
             for part, value in parts.items():
                 yield f'encoder.layer.{idx}.attention.{part}_proj.{kind}', value
 
-    def from_ours(self, state_dict):
-        top = {ours: theirs for theirs, ours in self.top.items()}
-        out = {}
-        for key, value in state_dict.items():
-            if key in top:
-                out[top[key]] = value
-                continue
-            idx, rest = _block(key)
-            if rest.startswith('attn.qkv.'):
-                kind = rest.rsplit('.', 1)[1]
-                for part, tensor in zip('qkv', value.chunk(3, dim=0)):
-                    out[f'encoder.layer.{idx}.attention.{part}_proj.{kind}'] = tensor.clone()
-                continue
-            for theirs, ours in self.layer.items():
-                if rest == ours or rest.startswith(ours + '.'):
-                    out[f'encoder.layer.{idx}.{theirs}{rest[len(ours):]}'] = value
-                    break
-            else:
-                raise KeyError(f'{key!r} has no transformers InternVLVisionModel name')
-        return out
+    def _block_tensor_to_theirs(self, key, idx, rest, value):
+        if rest.startswith('attn.qkv.'):
+            kind = rest.rsplit('.', 1)[1]
+            return {f'encoder.layer.{idx}.attention.{part}_proj.{kind}': tensor.clone()
+                    for part, tensor in zip('qkv', value.chunk(3, dim=0))}
+        for theirs, ours in self.layer.items():
+            if rest == ours or rest.startswith(ours + '.'):
+                return {f'encoder.layer.{idx}.{theirs}{rest[len(ours):]}': value}
+        raise KeyError(f'{key!r} has no transformers InternVLVisionModel name')
 
     def matches_config(self, cfg):
         cfg = cfg.get('vision_config', cfg)

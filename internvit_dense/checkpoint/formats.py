@@ -36,7 +36,8 @@ with :func:`register_format` where it is defined (:mod:`.backbone_formats`: the 
     qk_normalization, qkv_bias), patch_size=, pretrain_size=, in_channels=)``.
 
 Adding a format is one subclass decorated with :func:`register_format`, in a module the package imports,
-and one test (tests/test_checkpoint.py, ``test_format_*``). Nothing here imports the models: this package is the layer below them.
+and one test (tests/test_checkpoint.py, ``test_format_*``). Nothing here imports the models: this package is
+the layer below them.
 """
 from __future__ import annotations
 

@@ -87,6 +87,12 @@ def default_dtype(dtype: torch.dtype):
         torch.set_default_dtype(old)
 
 
+def rms_norm_through_autograd(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """The released arithmetic through torch's ``rms_norm`` and autograd: where torch has a fused kernel (a
+    GPU), and what :class:`RmsNormFp32StatsFunction` replaces on a CPU."""
+    return F.rms_norm(x.float(), weight.shape, eps=eps).to(x.dtype) * weight.to(x.dtype)
+
+
 class RmsNormFp32StatsFunction(torch.autograd.Function):
     """RMSNorm with fp32 statistics, the released model's arithmetic (see :class:`RmsNormFp32Stats`), with
     its backward written out: torch's ``rms_norm`` on a CPU is a composite of ~8 element-wise ops whose
@@ -139,7 +145,7 @@ class RmsNormFp32Stats(RmsNormFp32):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.saves_its_input(x):
             return RmsNormFp32StatsFunction.apply(x, self.weight, self.eps)
-        return F.rms_norm(x.float(), self.normalized_shape, eps=self.eps).to(x.dtype) * self.weight.to(x.dtype)
+        return rms_norm_through_autograd(x, self.weight, self.eps)
 
 
 def to_patches(images: torch.Tensor, patch: Tuple[int, int]) -> torch.Tensor:
