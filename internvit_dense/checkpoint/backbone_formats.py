@@ -79,6 +79,7 @@ class OpenGVLabHFFormat(_HFDirectory):
            'embeddings.patch_embedding.bias': 'patch_embed.proj.bias'}
     _layer = re.compile(r'^encoder\.layers\.(\d+)\.(.+)$')
     _renamed = {'ls1': 'ls1.gamma', 'ls2': 'ls2.gamma'}  # their other block names are ours
+    _renamed_back = {ours: theirs for theirs, ours in _renamed.items()}
 
     def to_ours(self, key):
         if key in self.top:
@@ -90,8 +91,7 @@ class OpenGVLabHFFormat(_HFDirectory):
         return f'blocks.{m.group(1)}.{self._renamed.get(rest, rest)}'
 
     def _block_tensor_to_theirs(self, key, idx, rest, value):
-        back = {ours: theirs for theirs, ours in self._renamed.items()}
-        return {f'encoder.layers.{idx}.{back.get(rest, rest)}': value}
+        return {f'encoder.layers.{idx}.{self._renamed_back.get(rest, rest)}': value}
 
     def matches_config(self, cfg):
         cfg = cfg.get('vision_config', cfg)
