@@ -35,7 +35,8 @@ def add_timing_arguments(parser, rounds: int, repeats: int):
     parser.add_argument('--rounds', type=at_least_one, default=rounds,
                         help='timed rounds (every candidate called in each)')
     parser.add_argument('--repeats', type=at_least_one, default=repeats,
-                        help='calls of every candidate per round, the fastest kept (3 on a shared VM)')
+                        help='timed calls of every candidate per round, the fastest kept (3 on a shared VM); '
+                             'each follows 2 untimed warm-up calls of the same candidate')
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
     parser.add_argument('--json', help='where to write the record (default work_dirs/benchmark/)')
 
@@ -51,7 +52,9 @@ def time_rounds(candidates: Dict[str, Callable[[], object]], rounds: int, warmup
     machine whose neighbours take its cores for seconds at a time (a shared VM), a slow call measures them.
 
     ``torch.utils.benchmark.Timer`` times each call (it synchronises CUDA and keeps torch's thread
-    count); the rounds are ours, since the Timer measures one statement at a time.
+    count); the rounds are ours, since the Timer measures one statement at a time. Its ``timeit(1)`` first
+    makes two untimed calls of the same statement, so every timed call runs warm, right after its own
+    candidate's calls, as a step of a training loop does: a round makes 3 x ``repeats`` calls of each.
     """
     import torch
     from torch.utils.benchmark import Timer
