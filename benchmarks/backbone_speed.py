@@ -191,7 +191,7 @@ def main(argv=None) -> int:
     if args.allocator == 'keep':
         from internvit_dense.engine.workarounds import keep_freed_memory_on_cpu
         keep_freed_memory_on_cpu()
-    blocks = '' if args.depth is None else f' ({args.depth} blocks)'
+    blocks = '' if args.depth is None else f' ({args.depth} block{"s" * (args.depth != 1)})'
     print(f'backbone speed: InternViT {args.arch}{blocks}, {args.img_size}px, batch {args.batch}, {args.dtype}, '
           f'{args.threads} threads, allocator {args.allocator}', flush=True)
     with tempfile.TemporaryDirectory(prefix='internvit-bench-') as workdir:

@@ -67,6 +67,22 @@ def test_quick_benchmark_reports_both_implementations(tmp_path):
     assert record['profile']['per_step_ms']['aten::mm'][0] > 0 and record['profile']['per_step_ms']['aten::mm'][1] > 0
 
 
+def test_depth_runs_the_6b_width_with_fewer_blocks(tmp_path):
+    """--depth builds a preset at its real width: one InternViT-6B block (3200 wide, 12800 MLP, qk-norm, no qkv
+    bias) at 28 px, its parameters counted from the published shapes, against transformers' as ever."""
+    out_json = tmp_path / 'bench.json'
+    proc = bench('backbone_speed.py', '--arch', '6b', '--depth', 1, '--dtype', 'bf16', '--batch', 1, '--img-size', 28,
+                 '--rounds', 1, '--threads', 1, '--json', out_json, timeout=120)
+    assert proc.returncode == 0, f'benchmark failed:\n{proc.stdout}\n{proc.stderr}'
+    assert 'InternViT 6b (1 block), 28px' in proc.stdout, proc.stdout
+    c, m = 3200, 12800
+    block = 3 * c * c + (c * c + c) + (c * m + m) + (m * c + c) + 4 * c + 2 * c  # qkv, proj, fc1, fc2, 4 norms, 2 scales
+    embeddings = (3 * 14 * 14 * c + c) + c + (1 + 2 * 2) * c  # patch conv, cls token, positions of 2 x 2 patches + cls
+    record = json.loads(out_json.read_text())
+    assert record['params'] == block + embeddings
+    assert record['max_abs_diff'] < 1e-4
+    assert len(record['seconds']['train-full/transformers']) == 1
+
 def test_quick_linear_probe_benchmark_prints_what_it_measured(tmp_path):
     out_json = tmp_path / 'lp.json'
     proc = bench('linear_probe.py', '--quick', '--backbone', 'tiny', '--backbone-images', '32', '--backbone-batch',
