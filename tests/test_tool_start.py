@@ -2,8 +2,11 @@
 transformers and scikit-learn (internvit_dense/engine/deferred_optimizers.py, deferred_mmdet_imports.py) while
 ``type='Adafactor'`` and mmdet's modules still get those packages' classes, and the config is formatted once per text
 (engine/workarounds.py, remember_config_formatting)."""
+import os.path as osp
 import subprocess
 import sys
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 PROBE = r'''
 import sys, time
@@ -32,6 +35,29 @@ def test_tools_start_without_transformers_and_adafactor_still_builds():
     proc = subprocess.run([sys.executable, '-c', PROBE], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith('OK'), proc.stderr[-3000:]
 
+
+# A config read in a plain interpreter, as `init_model(config_path)` or a notebook reads one: its runtime's
+# custom_imports load internvit_dense.engine before the models, so mmengine.optim is spared transformers there too.
+CONFIG_READ = r'''
+import sys
+from mmengine.config import Config
+for path in sys.argv[1:]:
+    Config.fromfile(path)
+    late = [m for m in ('transformers', 'peft') if m in sys.modules]
+    assert not late, f'{late} imported by reading {path}'
+from mmengine.optim.optimizer.builder import TRANSFORMERS_OPTIMIZERS
+assert TRANSFORMERS_OPTIMIZERS == ['Adafactor'], TRANSFORMERS_OPTIMIZERS  # still named, resolved when built
+print('OK')
+'''
+
+
+def test_reading_a_config_spares_transformers_in_every_runtime():
+    configs = ['configs/segmentation/tiny/tiny_upernet_full_synthetic.py',  # default_runtime.py
+               'configs/detection/tiny/tiny_mask-rcnn_fpn_synthetic.py',  # default_runtime_det.py
+               'configs/classification/internvit_6b_linear_probe_in1k.py']  # default_runtime_cls.py
+    proc = subprocess.run([sys.executable, '-c', CONFIG_READ, *configs], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith('OK'), proc.stderr[-3000:]
 
 # mmdet's names that come from transformers or scikit-learn, printed as a plain interpreter binds them (mmdet imported
 # alone) and as a tool's start binds them (internvit_dense.engine first): stand-ins resolved to what they stand for.
