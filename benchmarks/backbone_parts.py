@@ -18,28 +18,20 @@ import statistics
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from common import add_timing_arguments, median_ratio, print_table, time_rounds, write_record  # noqa: E402
+from common import (PATCH, add_image_arguments, add_timing_arguments, median_ratio, parse_image_arguments,  # noqa: E402
+                    print_table, time_rounds, write_record)
 
 import torch  # noqa: E402
 
-PATCH = 14
 QUICK = dict(arch='tiny', img_size=56, batch=2, rounds=3, repeats=1)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--arch', default='6b', help="an InternViT preset with RMSNorm: '6b', '6b-448', 'tiny'")
-    p.add_argument('--img-size', type=int, default=224)
-    p.add_argument('--batch', type=int, default=4)
-    p.add_argument('--dtype', choices=('fp32', 'bf16'), default='bf16')
-    p.add_argument('--quick', action='store_true', help=f'smoke test: {QUICK}')
+    add_image_arguments(p, dtype='bf16', quick=QUICK)
     add_timing_arguments(p, rounds=7, repeats=3)
-    args = p.parse_args(argv)
-    if args.quick:
-        vars(args).update(QUICK)
-    if args.img_size % PATCH:
-        p.error(f'--img-size must be a multiple of the patch size {PATCH}')
-    return args
+    return parse_image_arguments(p, argv, QUICK)
 
 
 def forward_backward(fn, inputs, params, grad):
@@ -89,11 +81,11 @@ def rms_norm(args, dims, eps, dtype):
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    from internvit_dense.models.backbones.internvit import resolve_arch
+    from internvit_dense.models.backbones.internvit import resolve_arch, resolve_dtype
     arch = resolve_arch(args.arch)
     if arch['norm_type'] != 'rms_norm':
         raise SystemExit(f"--arch {args.arch} has {arch['norm_type']}, not RMSNorm: use '6b', '6b-448' or 'tiny'")
-    dtype = dict(fp32=torch.float32, bf16=torch.bfloat16)[args.dtype]
+    dtype = resolve_dtype(args.dtype)
     dims = arch['embed_dims']
     print(f"backbone parts: InternViT {args.arch} width ({dims}), {args.img_size}px, batch {args.batch}, "
           f'{args.dtype}, {args.threads} threads; forward + backward of each', flush=True)

@@ -25,13 +25,12 @@ import tempfile
 import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from common import (add_timing_arguments, extra_peak_mib, median_ratio, print_table, time_rounds,  # noqa: E402
-                    write_record)
+from common import (PATCH, add_image_arguments, add_timing_arguments, extra_peak_mib, median_ratio,  # noqa: E402
+                    parse_image_arguments, print_table, time_rounds, write_record)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-PATCH = 14
 NUM_CLASSES = 16  # of the per-patch head of the training steps
 QUICK = dict(arch='tiny', img_size=56, batch=2, rounds=3)
 
@@ -42,9 +41,7 @@ def parse_args(argv=None):
     p.add_argument('--depth', type=int, default=None,
                    help="blocks to build (default: the preset's): the preset's real width on fewer blocks, so "
                         "that the 6B width is measurable on any machine (every block costs the same)")
-    p.add_argument('--img-size', type=int, default=224)
-    p.add_argument('--batch', type=int, default=4)
-    p.add_argument('--dtype', choices=('fp32', 'bf16'), default='fp32')
+    add_image_arguments(p, dtype='fp32', quick=QUICK)
     p.add_argument('--allocator', choices=('keep', 'os'), default='keep',
                    help="'keep': freed memory stays in the process, as tools/train.py runs; 'os': glibc's default")
     p.add_argument('--compile', action='store_true',
@@ -52,13 +49,8 @@ def parse_args(argv=None):
     p.add_argument('--profile', type=int, default=0, metavar='STEPS',
                    help='then profile this many full training steps of each (alternating) and print the ops\' '
                         'self CPU time per step side by side: where the time goes')
-    p.add_argument('--quick', action='store_true', help=f'smoke test: {QUICK}')
     add_timing_arguments(p, rounds=5, repeats=1)
-    args = p.parse_args(argv)
-    if args.quick:
-        vars(args).update(QUICK)
-    if args.img_size % PATCH:
-        p.error(f'--img-size must be a multiple of the patch size {PATCH}')
+    args = parse_image_arguments(p, argv, QUICK)
     if args.depth is not None and args.depth < 1:
         p.error(f'--depth must be at least 1, got {args.depth}')
     return args
@@ -89,6 +81,8 @@ def build(args, workdir):
 
     from internvit_dense.checkpoint import FORMAT_TRANSFORMERS, save_checkpoint
     from internvit_dense.models.backbones import InternViT
+    from internvit_dense.models.backbones.internvit import resolve_dtype
+    dtype = resolve_dtype(args.dtype)
     torch.manual_seed(0)
     kw = dict(arch=arch_of(args), img_size=args.img_size, patch_size=PATCH, pretrain_size=args.img_size)
     ours = InternViT(**kw).eval()
@@ -101,16 +95,11 @@ def build(args, workdir):
     if args.compile:
         compiled = InternViT(**kw, compile=True)
         compiled.load_state_dict(ours.state_dict())
-        compiled = compiled.to(dtype_of(args))
+        compiled = compiled.to(dtype)
     x = torch.randn(1, 3, args.img_size, args.img_size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         diff = (ours.forward_features(x) - theirs(pixel_values=x).last_hidden_state).abs().max().item()
-    dtype = dtype_of(args)
     return ours.to(dtype), theirs.to(dtype), frozen.to(dtype), compiled, diff, dtype
-
-
-def dtype_of(args) -> torch.dtype:
-    return dict(fp32=torch.float32, bf16=torch.bfloat16)[args.dtype]
 
 
 def candidates(args, ours, theirs, frozen, compiled, dtype):

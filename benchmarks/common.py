@@ -41,6 +41,27 @@ def add_timing_arguments(parser, rounds: int, repeats: int):
     parser.add_argument('--json', help='where to write the record (default work_dirs/benchmark/)')
 
 
+PATCH = 14  # InternViT's patch size: the backbone benchmarks' images are whole patches
+
+
+def add_image_arguments(parser, dtype: str, quick: dict):
+    """--img-size, --batch, --dtype and --quick (which sets ``quick``'s values), as the backbone benchmarks take
+    them; :func:`parse_image_arguments` applies --quick and checks the size."""
+    parser.add_argument('--img-size', type=int, default=224)
+    parser.add_argument('--batch', type=int, default=4)
+    parser.add_argument('--dtype', choices=('fp32', 'bf16'), default=dtype)
+    parser.add_argument('--quick', action='store_true', help=f'smoke test: {quick}')
+
+
+def parse_image_arguments(parser, argv, quick: dict):
+    args = parser.parse_args(argv)
+    if args.quick:
+        vars(args).update(quick)
+    if args.img_size % PATCH:
+        parser.error(f'--img-size must be a multiple of the patch size {PATCH}')
+    return args
+
+
 def time_rounds(candidates: Dict[str, Callable[[], object]], rounds: int, warmup: int = 1,
                 progress: bool = True, repeats: int = 1) -> Dict[str, List[float]]:
     """Seconds per call of each candidate, one call each per round, the candidates in turn.

@@ -100,8 +100,8 @@ class RmsNormFp32StatsFunction(torch.autograd.Function):
     the same ops in the same order (bit-identical output), normalising in place in its own fp32 copy, and
     backward keeps only the input (in its own dtype: for q and k, views of the qkv output attention keeps
     anyway) and the normalised tokens, 4 bytes per element in bf16 where autograd keeps 6 (an fp32 copy of
-    the input too); the gradient is ``rstd * (g*w - x * rstd^2 * mean(g*w * x))``. Forward + backward 1.68x
-    faster than the composite at 6B width in bf16 (1025 x 3200 tokens, 2 threads). Written here because torch
+    the input too); the gradient is ``rstd * (g*w - x * rstd^2 * mean(g*w * x))``. Forward + backward 1.40-1.49x
+    faster than the composite at 6B width in bf16 (``benchmarks/backbone_parts.py``). Written here because torch
     has no fused CPU kernel for it (``_fused_rms_norm`` is that same composite on a CPU)."""
 
     @staticmethod
@@ -180,9 +180,9 @@ class PatchGemmFunction(torch.autograd.Function):
         images, weight = ctx.saved_tensors
         rows = grad.reshape(-1, grad.shape[-1])
         # in the dtype the forward's GEMM ran in (autocast's, where it was on), each gradient in its input's dtype
-        kernel = weight.reshape(weight.shape[0], -1).to(rows.dtype)
         grad_images = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0]:  # not in training: the images need no gradient
+            kernel = weight.reshape(weight.shape[0], -1).to(rows.dtype)
             grad_images = from_patches(rows @ kernel, images.shape, ctx.patch).to(images.dtype)
         if ctx.needs_input_grad[1]:
             patches = to_patches(images, ctx.patch).reshape(rows.shape[0], -1).to(rows.dtype)
