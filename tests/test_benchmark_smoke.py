@@ -83,6 +83,7 @@ def test_depth_runs_the_6b_width_with_fewer_blocks(tmp_path):
     assert record['max_abs_diff'] < 1e-4
     assert len(record['seconds']['train-full/transformers']) == 1
 
+
 def test_quick_linear_probe_benchmark_prints_what_it_measured(tmp_path):
     out_json = tmp_path / 'lp.json'
     proc = bench('linear_probe.py', '--quick', '--backbone', 'tiny', '--backbone-images', '32', '--backbone-batch',
